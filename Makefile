@@ -1,0 +1,36 @@
+# The README's commands. `make run` and `make test` create .venv when missing (idempotent:
+# a stamp named after pyproject.toml's hash makes a second call a no-op).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.tuneline-$(shell sha256sum pyproject.toml | cut -c1-12)
+PIP    := $(BIN)/python -m pip -q --disable-pip-version-check --no-warn-script-location
+
+export PREFECT_SERVER_ANALYTICS_ENABLED = false
+export DO_NOT_TRACK = 1
+export HF_HUB_DISABLE_TELEMETRY = 1
+
+.PHONY: setup run test test-all bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first and alone: the exact pin takes the local CPU wheel, never a CUDA build
+	$(PIP) install "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import tuneline, torch, presidio_analyzer, great_expectations, dvc, prefect, pytest"
+	$(BIN)/dvc config --global core.analytics false >/dev/null 2>&1 || true
+	rm -f $(VENV)/.tuneline-* && touch $@
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-all: setup
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+clean-venv:
+	rm -rf $(VENV)
