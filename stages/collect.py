@@ -48,7 +48,10 @@ class Rows:
 
 
 def _str_or_none(x: object) -> str | None:
-    return None if x is None or (isinstance(x, float) and pd.isna(x)) else str(x)
+    """A printable string for quarantine; undecodable bytes become U+FFFD."""
+    if x is None or (isinstance(x, float) and pd.isna(x)):
+        return None
+    return str(x).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _has_bad_bytes(s: str) -> bool:
@@ -160,9 +163,7 @@ def _add(out: Rows, row: int, text: object, label: object, spec: DatasetSpec, wh
         return
     text, label = str(text), str(label).strip()
     if _has_bad_bytes(text) or _has_bad_bytes(label):
-        out.reject(row, f"text is not valid {spec.encoding}",
-                   text=text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), label=label,
-                   where=str(where))
+        out.reject(row, f"text is not valid {spec.encoding}", text=text, label=label, where=str(where))
         return
     if spec.label_map:
         if label not in spec.label_map:
