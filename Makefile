@@ -18,7 +18,6 @@ $(STAMP): pyproject.toml
 	$(PIP) install "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
 	$(PIP) install -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import tuneline, torch, presidio_analyzer, great_expectations, dvc, prefect, pytest"
-	$(BIN)/dvc config --global core.analytics false >/dev/null 2>&1 || true
 	rm -f $(VENV)/.tuneline-* && touch $@
 
 setup: $(STAMP)
