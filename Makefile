@@ -4,7 +4,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tuneline-$(shell sha256sum pyproject.toml | cut -c1-12)
-PIP    := $(BIN)/python -m pip -q --disable-pip-version-check --no-warn-script-location
+LOG    := $(VENV)/install.log
+PIP    := $(BIN)/python -m pip
+PIPOPT := -q --disable-pip-version-check
+# pip prints one warning per missing local index folder on this machine family: keep them out
+# of the way, but show the real error when an install fails.
+SHOWLOG = (grep -v '^WARNING: Location' $(LOG) | tail -40; exit 1)
 
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 export DO_NOT_TRACK = 1
@@ -15,8 +20,8 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and alone: the exact pin takes the local CPU wheel, never a CUDA build
-	$(PIP) install "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install $(PIPOPT) "torch==2.13.0" > $(LOG) 2>&1 || $(SHOWLOG)
+	$(PIP) install $(PIPOPT) -e ".[test]" >> $(LOG) 2>&1 || $(SHOWLOG)
 	$(BIN)/python -c "import tuneline, torch, presidio_analyzer, great_expectations, dvc, prefect, pytest"
 	rm -f $(VENV)/.tuneline-* && touch $@
 
