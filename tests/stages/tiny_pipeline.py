@@ -1,0 +1,195 @@
+"""Helpers for the calibrate/evaluate/report stage tests: small splits and a tiny fine-tuned model.
+
+The model is the conftest's 2-layer BERT with a classification head, trained for a few steps
+on the synthetic ham/spam texts (so its probabilities mean something) and saved with the train
+stage's own `tuneline.models.save_finetuned`, so the stages load it exactly as they load a real one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tuneline.params import BaseParams, Paths
+from tuneline.records import record_id, write_json, write_parquet
+
+LABELS = ["ham", "spam"]
+
+
+def make_paths(root: Path) -> Paths:
+    """Every path of params.yaml `paths:` moved under `root`."""
+    return Paths(**{name: str(root / str(field.default).lstrip("~/")) for name, field in Paths.model_fields.items()})
+
+
+def make_split(n: int, seed: int) -> pd.DataFrame:
+    from conftest import make_texts
+
+    df = make_texts(n, seed=seed)
+    rng = np.random.default_rng(seed)
+    flip = rng.random(n) < 0.1  # label noise, so the model is neither perfect nor calibrated
+    df.loc[flip, "label"] = np.where(df.loc[flip, "label"] == "ham", "spam", "ham")
+    pii = rng.random(n) < 0.3
+    df.loc[pii, "text"] = df.loc[pii, "text"] + " <PHONE_NUMBER>"
+    # a few long texts so every length bucket has rows
+    long_rows = rng.random(n) < 0.2
+    df.loc[long_rows, "text"] = df.loc[long_rows, "text"].str.cat(
+        [" ".join(["ok"] * 40)] * int(long_rows.sum()), sep=" "
+    )
+    df["id"] = [record_id(t, lab) for t, lab in zip(df["text"], df["label"])]
+    df["source"] = np.where(rng.random(n) < 0.5, "sms_spam", "feedback")
+    df["row"] = np.arange(1, n + 1)
+    df["pii_replaced"] = pii
+    df["pii_count"] = pii.astype("int64")
+    return df[["id", "text", "label", "source", "row", "pii_replaced", "pii_count"]]
+
+
+def write_splits(paths: Paths, sizes=(200, 120, 160)) -> dict[str, pd.DataFrame]:
+    out = {}
+    for i, (name, n) in enumerate(zip(("train", "val", "test"), sizes)):
+        out[name] = make_split(n, seed=100 + i)
+        write_parquet(out[name], Path(paths.splits) / f"{name}.parquet")
+    return out
+
+
+def train_tiny(base_dir: Path, train: pd.DataFrame, out_dir: Path, epochs: int = 4, max_length: int = 64) -> Path:
+    """A few epochs of full fine-tuning of the tiny BERT, saved as a `models/finetuned` folder."""
+    import torch
+
+    from tuneline.inference import pad_batch
+    from tuneline.models import build_classifier, save_finetuned
+
+    torch.manual_seed(0)
+    model, tok = build_classifier(base_dir, LABELS)
+    ids = tok(train["text"].tolist(), truncation=True, max_length=max_length)["input_ids"]
+    y = torch.tensor([LABELS.index(v) for v in train["label"]])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        order = torch.randperm(len(ids), generator=g).tolist()
+        for s in range(0, len(order), 32):
+            rows = order[s : s + 32]
+            batch = pad_batch([ids[i] for i in rows], tok.pad_token_id or 0)
+            loss = torch.nn.functional.cross_entropy(model(**batch).logits, y[rows])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    meta = {
+        "method": "full",
+        "labels": LABELS,
+        "max_length": max_length,
+        "base": str(base_dir),
+        "base_source": {"kind": "local", "path": str(base_dir)},
+    }
+    return save_finetuned(model, tok, out_dir, meta)
+
+
+@contextmanager
+def single_thread():
+    """torch on one thread: on a shared, oversubscribed CPU two spinning threads are ~10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@functools.cache
+def finetuned_model(base_dir: Path) -> Path:
+    """The tiny fine-tuned model, trained once per test session (tests copy it)."""
+    d = Path(tempfile.mkdtemp(prefix="tuneline-tiny-finetuned-"))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    with single_thread():
+        return train_tiny(base_dir, make_split(200, seed=100), d / "finetuned")
+
+
+def build_pipeline(root: Path, base_dir: Path) -> Paths:
+    """Splits, upstream metrics and a fine-tuned model under `root`: what calibrate needs."""
+    paths = make_paths(root)
+    splits = write_splits(paths)
+    write_upstream_metrics(paths, splits)
+    shutil.copytree(finetuned_model(Path(base_dir)), Path(paths.models) / "finetuned")
+    return paths
+
+
+def base_params() -> BaseParams:
+    return BaseParams(seed=0, labels=LABELS)
+
+
+def write_upstream_metrics(paths: Paths, splits: dict[str, pd.DataFrame]) -> None:
+    """The data-stage and train metrics the report reads, in the shapes those stages write."""
+    m = Path(paths.metrics)
+    n = sum(len(df) for df in splits.values())
+    write_json(
+        {
+            "rows_read": n + 7,
+            "rows_out": n + 2,
+            "duplicates": 5,
+            "rows_rejected": 0,
+            "labels": {"ham": n - 120, "spam": 122},
+            "sources": {},
+        },
+        m / "collect.json",
+    )
+    write_json(
+        {
+            "rows_in": n + 2,
+            "rows_out": n,
+            "rows_rejected": 2,
+            "rejected": {"too_short": 2},
+            "pii": {"rows_with_pii": 40, "entities": {"PHONE_NUMBER": 31, "PERSON": 9}},
+        },
+        m / "clean.json",
+    )
+    write_json(
+        {
+            "success": True,
+            "rows": n,
+            "expectations": {"evaluated": 3, "passed": 3, "failed": 0},
+            "failed": [],
+            "checks": [
+                {
+                    "name": "text_not_null",
+                    "expectation": "expect_column_values_to_not_be_null",
+                    "column": "text",
+                    "description": "every row has a text",
+                    "success": True,
+                    "unexpected_count": 0,
+                    "example_ids": [],
+                },
+                {
+                    "name": "label_in_set",
+                    "expectation": "expect_column_values_to_be_in_set",
+                    "column": "label",
+                    "description": "labels are in base.labels",
+                    "success": True,
+                    "unexpected_count": 0,
+                    "example_ids": [],
+                },
+                {
+                    "name": "no_phone_numbers",
+                    "expectation": "expect_column_values_to_not_match_regex",
+                    "column": "text",
+                    "description": "no phone numbers left",
+                    "success": True,
+                    "unexpected_count": 0,
+                    "example_ids": [],
+                },
+            ],
+        },
+        m / "validation.json",
+    )
+    write_json(
+        {"rows_in": n, "rows_out": n, "splits": {k: {"rows": len(v)} for k, v in splits.items()}}, m / "split.json"
+    )
