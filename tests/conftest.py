@@ -23,6 +23,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Tiny models gain nothing from intra-op threads, and on a busy 2-core box torch's thread pool
+# makes them up to 10x slower; subprocesses (dvc repro in the e2e tests) inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 HAM_WORDS = "ok see you later at home call me when lunch dinner thanks love going now sure good night".split()
 SPAM_WORDS = "free win prize cash claim urgent offer call now txt reply stop award winner mobile".split()
