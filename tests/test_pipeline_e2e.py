@@ -50,6 +50,21 @@ def tiny_params(repo_params: dict, csv: Path, model_dir: Path) -> dict:
     p["collect"]["datasets"] = [{"name": "tiny", "source": {"kind": "local", "path": str(csv)}, "format": "csv"}]
     p["validate"]["min_rows_per_class"] = 5
     p["clean"]["n_process"] = 1
+    t = p["train"]
+    t.update(base_model={"kind": "local", "path": str(model_dir)}, epochs=2, batch_size=16, max_length=32,
+             checkpoint_every=0, threads=1, lr=1e-3)
+    p["evaluate"]["n_bootstrap"] = 50
+    c = p["compress"]
+    c.update(n_bootstrap=50, threads=1)
+    c["latency"].update(batch1_examples=5, batch32_batches=2, warmup=1)
+    for v in c["variants"]:
+        for key in ("epochs", "recovery_epochs"):
+            if key in v:
+                v[key] = min(v[key], 0.5)
+        if "importance_batches" in v:
+            v["importance_batches"] = 2
+    if "gate" in p:
+        p["gate"].update(regression_rows=20, min_eval_rows=5)
     return p
 
 

@@ -1,0 +1,387 @@
+"""Compress the calibrated model for CPU deployment: distillation, pruning, int8 quantization, measured.
+
+Reads: models/finetuned/ (the teacher), models/calibrated/ (its calibrator), data/splits/{train,val,test}.parquet
+Writes: models/compressed/<variant>/ (weights, config, tokenizer, variant.json, calibrator/calibrator.json),
+        reports/metrics/compress.json (teacher + one row per variant + measuring conditions),
+        reports/plots/compress/variants.csv (DVC plot data), tradeoff.png (macro-F1 vs size and latency)
+Params: base, paths, calibrate (method and settings reused per variant), compress
+Run: dvc repro compress   (or: python -m stages.compress)
+
+The fine-tuned, calibrated model is the teacher. Each variant in compress.variants is built
+from it (a quantize variant may start from an earlier variant), saved, loaded back from disk,
+calibrated like the teacher (same calibrate.method, fitted on the val split) and scored on the
+test split with tuneline.metrics.classification_metrics, the evaluate stage's code. Then the
+teacher and every reloaded variant are timed in one process, interleaved (tuneline.speed):
+p50/p95 ms per example at batch 1 and examples/s at batch 32. Ratios are variant / teacher:
+f1_ratio_vs_teacher, speedup_vs_teacher (batch-32 throughput), size_ratio_vs_teacher (weights on
+disk). The issue's targets are checked and listed in compress.json, met or not.
+
+A teacher whose method does not merge into plain weights (prefix, prompt, p_tuning, adapter)
+is still distilled (the student starts from its base model's layers and learns the teacher's
+logits); pruning and quantizing it are skipped with the reason recorded, because its adapted
+behaviour does not live in the weights those variants change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from tuneline import figures
+from tuneline.calibration import fit_calibrator, load_calibrated
+from tuneline.compression import load_variant, save_variant, weights_bytes
+from tuneline.distillation import Encoded, encode, every_other_layer, fine_tune, length_batches, logits_of, make_student
+from tuneline.logs import seed_everything, setup_logging
+from tuneline.metrics import class_ids, classification_metrics
+from tuneline.models import build_classifier, count_parameters, load_finetuned
+from tuneline.params import (
+    BaseParams,
+    CalibrateParams,
+    CompressParams,
+    DistillVariant,
+    Paths,
+    PruneVariant,
+    QuantizeVariant,
+    load_params,
+)
+from tuneline.pruning import head_importance, heads_to_remove, magnitude_prune, make_permanent, remove_heads, sparsity
+from tuneline.quantization import quantize_int8
+from tuneline.records import read_parquet, write_atomic, write_json
+from tuneline.speed import benchmark
+
+log = logging.getLogger("tuneline.compress")
+
+# The issue's acceptance targets (#5), checked on every run and reported met or missed:
+# (variant kind, condition on the variant, metric, comparison, threshold)
+TARGETS = (
+    ("distill", "3 layers", "f1_ratio_vs_teacher", ">=", 0.97),
+    ("distill", "3 layers", "speedup_vs_teacher", ">=", 1.8),
+    ("quantize", "source teacher", "f1_drop_points", "<=", 1.0),
+    ("quantize", "source teacher", "speedup_vs_teacher", ">=", 1.5),
+    ("quantize", "source teacher", "size_ratio_vs_teacher", "<=", 0.5),
+    ("prune", "magnitude, 50%", "f1_drop_points", "<=", 1.0),
+)
+RELOAD_CHECK_ROWS = 256
+"""Test rows on which a reloaded variant must predict exactly as the model that was saved."""
+SUMMARY_KEYS = ("macro_f1", "accuracy", "ece", "nll", "brier", "roc_auc", "pr_auc")
+
+
+class CompressError(ValueError):
+    pass
+
+
+# --------------------------------------------------------------------------- building variants
+def _teacher_layers(model: nn.Module) -> int:
+    return int(model.config.num_hidden_layers)
+
+
+def build_distilled(v: DistillVariant, teacher: nn.Module, init: nn.Module, enc: Encoded, y: np.ndarray,
+                    t_logits: np.ndarray, seed: int) -> tuple[nn.Module, dict]:
+    layers = v.layers if v.layers is not None else every_other_layer(_teacher_layers(init))
+    student = make_student(init, layers)
+    stats = fine_tune(student, enc, y, teacher_logits=t_logits, teacher=teacher if v.hidden_weight > 0 else None,
+                      epochs=v.epochs, batch_size=v.batch_size, learning_rate=v.lr, temperature=v.temperature,
+                      kd_weight=v.kd_weight, hidden_weight=v.hidden_weight, seed=seed, desc=f"distill {v.name}")
+    return student, {"format": "hf", "teacher_layers": layers, "layers": len(layers), "train": stats}
+
+
+def build_pruned(v: PruneVariant, teacher: nn.Module, enc: Encoded, y: np.ndarray, t_logits: np.ndarray,
+                 seed: int) -> tuple[nn.Module, dict]:
+    import copy
+
+    model = copy.deepcopy(teacher)
+    info: dict[str, Any] = {"method": v.method, "amount": v.amount}
+    if v.method == "magnitude":
+        magnitude_prune(model, v.amount)
+        info["format"] = "hf"
+    else:
+        rng = np.random.default_rng(seed)
+        batches = length_batches([len(x) for x in enc.input_ids], v.batch_size, rng)[: v.importance_batches]
+        imp = head_importance(model, [(enc.batch(idx), torch.tensor(y[idx])) for idx in batches])
+        kept = {str(li): hs for li, hs in remove_heads(model, heads_to_remove(imp, v.amount)).items()}
+        info.update(format="heads", kept_heads=kept, heads_kept=sum(len(h) for h in kept.values()),
+                    heads_total=sum(len(x) for x in imp), importance=[np.round(x, 4).tolist() for x in imp])
+    if v.recovery_epochs > 0:
+        info["train"] = fine_tune(model, enc, y, teacher_logits=t_logits, epochs=v.recovery_epochs,
+                                  batch_size=v.batch_size, learning_rate=v.lr, temperature=v.temperature,
+                                  kd_weight=v.kd_weight, seed=seed, desc=f"recover {v.name}")
+    make_permanent(model)
+    return model, info
+
+
+def n_params(model: nn.Module) -> int:
+    return count_parameters(model)[1]
+
+
+# --------------------------------------------------------------------------- scoring
+def score(name: str, model: nn.Module, enc_val: Encoded, enc_test: Encoded, y_val: np.ndarray, y_test: np.ndarray,
+          cal: CalibrateParams, labels: list[str], p: CompressParams, seed: int,
+          calibrator=None) -> tuple[dict, np.ndarray]:
+    """Calibrate on val (same method as the teacher) and score on test; returns (metrics, test logits)."""
+    val_logits = logits_of(model, enc_val, p.eval_batch_size, desc=f"val {name}")
+    test_logits = logits_of(model, enc_test, p.eval_batch_size, desc=f"test {name}")
+    if calibrator is None:
+        calibrator = fit_calibrator(cal.method, val_logits, y_val, vector_l2=cal.vector_l2,
+                                    isotonic_floor=cal.isotonic_floor)
+    probs = calibrator.transform(test_logits)
+    m = classification_metrics(y_test, probs, labels, n_bootstrap=p.n_bootstrap, seed=seed, n_bins=cal.n_bins)
+    m["calibrator"] = calibrator
+    return m, test_logits
+
+
+def _summary(m: dict) -> dict:
+    out = {k: m[k] for k in SUMMARY_KEYS if k in m}
+    if "ci" in m and "macro_f1" in m["ci"]:
+        out["macro_f1_ci"] = [m["ci"]["macro_f1"]["low"], m["ci"]["macro_f1"]["high"]]
+    return out
+
+
+def check_targets(variants: list[dict]) -> list[dict]:
+    out = []
+    for kind, condition, metric, op, threshold in TARGETS:
+        for v in variants:
+            if v.get("kind") != kind or v.get("skipped"):
+                continue
+            d = v.get("details", {})
+            if kind == "distill" and d.get("layers") != 3:
+                continue
+            if kind == "quantize" and v.get("source") != "teacher":
+                continue
+            if kind == "prune" and not (d.get("method") == "magnitude" and abs(d.get("amount", 0) - 0.5) < 1e-9):
+                continue
+            value = v.get(metric)
+            met = value is not None and (value >= threshold if op == ">=" else value <= threshold)
+            out.append({"variant": v["name"], "kind": kind, "condition": condition, "metric": metric,
+                        "target": f"{op} {threshold}", "value": value, "met": bool(met)})
+    return out
+
+
+# --------------------------------------------------------------------------- output folder
+def _replace_dir(tmp: Path, target: Path) -> None:
+    """Move a finished folder over `target` (the old one is removed only after the rename)."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_plots(rows: list[dict], plots: Path) -> None:
+    cols = ["name", "kind", "macro_f1", "accuracy", "size_mb", "params", "latency_ms_p50", "latency_ms_p95",
+            "throughput_b32"]
+    df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
+    write_atomic(plots / "variants.csv", lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"))
+    png = figures.tradeoff_chart(rows, "macro_f1", ["size_mb", "latency_ms_p50", "throughput_b32"],
+                                 "Test macro-F1 against size on disk, batch-1 latency and batch-32 throughput")
+    write_atomic(plots / "tradeoff.png", lambda tmp: tmp.write_bytes(png))
+
+
+# --------------------------------------------------------------------------- the stage
+def run(p: CompressParams, cal: CalibrateParams, base: BaseParams, paths: Paths) -> dict:
+    started = (time.perf_counter(), time.process_time())
+    seed_everything(base.seed)
+    threads_before = torch.get_num_threads()
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    try:
+        return _run(p, cal, base, paths, started)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(p: CompressParams, cal: CalibrateParams, base: BaseParams, paths: Paths, started: tuple[float, float]) -> dict:
+    models_dir = Path(paths.models)
+    finetuned_dir, teacher_cal, _ = load_calibrated(models_dir / "calibrated")
+    ft = load_finetuned(finetuned_dir, cache_dir=paths.cache)
+    if list(ft.labels) != list(base.labels):
+        raise CompressError(f"{finetuned_dir} was trained for labels {ft.labels} but base.labels is {base.labels}; "
+                            "retrain (dvc repro train)")
+    labels, teacher, tok = list(base.labels), ft.model, ft.tokenizer
+    max_length = int(ft.meta["max_length"])
+    merged = bool(ft.meta.get("merged", True))
+
+    splits = {n: read_parquet(Path(paths.splits) / f"{n}.parquet") for n in ("train", "val", "test")}
+    for n, df in splits.items():
+        if df.empty:
+            raise CompressError(f"the {n} split is empty; compress needs train, val and test rows")
+    train = splits["train"]
+    if p.train_limit is not None and len(train) > p.train_limit:
+        train = train.sample(n=p.train_limit, random_state=base.seed).reset_index(drop=True)
+    y = {n: class_ids(df["label"].to_numpy(), labels) for n, df in (("train", train), ("val", splits["val"]),
+                                                                     ("test", splits["test"]))}
+    enc = {"train": encode(tok, train["text"].tolist(), max_length),
+           "val": encode(tok, splits["val"]["text"].tolist(), max_length),
+           "test": encode(tok, splits["test"]["text"].tolist(), max_length)}
+
+    # the teacher: its own calibrator (models/calibrated), its logits once for every distillation
+    t_metrics, _ = score("teacher", teacher, enc["val"], enc["test"], y["val"], y["test"], cal, labels, p,
+                              base.seed, calibrator=teacher_cal)
+    t_train = logits_of(teacher, enc["train"], p.eval_batch_size, desc="teacher logits (train)")
+    teacher_row = {"name": "teacher", "kind": "teacher", "method": ft.meta.get("method"), **_summary(t_metrics),
+                   "size_mb": teacher_bytes(ft, finetuned_dir, paths) / 1e6, "params": n_params(teacher),
+                   "layers": _teacher_layers(teacher) if merged else None, "calibration": teacher_cal.method}
+
+    out_parent = models_dir
+    out_parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".compressed.", dir=out_parent))
+    rows: list[dict] = []
+    timed: dict[str, tuple[nn.Module, Any]] = {"teacher": (teacher, tok)}
+    fp32: dict[str, nn.Module] = {"teacher": teacher}
+    try:
+        for v in p.variants:
+            t0, c0 = time.perf_counter(), time.process_time()
+            row: dict[str, Any] = {"name": v.name, "kind": v.kind}
+            skipped_source = next((r for r in rows if r.get("skipped") and r["name"] == getattr(v, "source", None)),
+                                  None)
+            if v.kind != "distill" and not merged and (v.kind == "prune" or v.source == "teacher"):
+                row.update(skipped=f"teacher method {ft.meta.get('method')!r} does not merge into plain weights; "
+                                   f"{v.kind} needs a full, lora or ia3 teacher")
+            elif skipped_source is not None:
+                row.update(skipped=f"its source {skipped_source['name']!r} was skipped")
+            if row.get("skipped"):
+                log.warning("compress: %s skipped: %s", v.name, row["skipped"])
+                rows.append(row)
+                continue
+            if isinstance(v, DistillVariant):
+                if not merged and v.hidden_weight > 0:
+                    raise CompressError(f"compress.variants[{v.name}]: hidden_weight needs a teacher whose method "
+                                        f"merges into its weights (full, lora, ia3), not {ft.meta.get('method')!r}; "
+                                        "set hidden_weight: 0")
+                init = teacher if merged else build_classifier(_base_dir(ft, paths), labels)[0]
+                model, details = build_distilled(v, teacher, init, enc["train"], y["train"], t_train, base.seed)
+                fp32[v.name], source = model, "teacher"
+            elif isinstance(v, PruneVariant):
+                model, details = build_pruned(v, teacher, enc["train"], y["train"], t_train, base.seed)
+                fp32[v.name], source = model, "teacher"
+            else:
+                assert isinstance(v, QuantizeVariant)
+                if v.source not in fp32:
+                    raise CompressError(f"compress.variants[{v.name}]: source {v.source!r} was not built")
+                src = fp32[v.source]
+                model = quantize_int8(src, per_channel=v.per_channel, embeddings=v.embeddings)
+                src_row = next((r for r in rows if r["name"] == v.source), {})
+                details = {"format": "int8", "quantization": {"per_channel": v.per_channel, "embeddings": v.embeddings},
+                           "kept_heads": src_row.get("details", {}).get("kept_heads")}
+                source = v.source
+            # what is about to be saved, measured in memory on (up to) RELOAD_CHECK_ROWS test rows, so
+            # the model loaded back from disk can be checked against it
+            check = Encoded(enc["test"].input_ids[:RELOAD_CHECK_ROWS], enc["test"].pad_id)
+            ref_logits = logits_of(model, check, p.eval_batch_size)
+            fp = fp32.get(source if v.kind == "quantize" else v.name)
+            sp = sparsity(fp)
+            info = {"name": v.name, "kind": v.kind, "source": source, "labels": labels, "max_length": max_length,
+                    "params": v.model_dump(mode="json"),
+                    "sparsity": sp, **{k: details[k] for k in ("format", "kept_heads", "quantization") if k in details}}
+            save_variant(model, tok, tmp / v.name, info)
+            loaded = load_variant(tmp / v.name)  # everything below is measured on the reloaded model
+            m, test_logits = score(v.name, loaded.model, enc["val"], enc["test"], y["val"], y["test"], cal, labels, p,
+                                   base.seed)
+            m["calibrator"].save(tmp / v.name / "calibrator")
+            test_logits = test_logits[:RELOAD_CHECK_ROWS]
+            same = bool((test_logits.argmax(1) == ref_logits.argmax(1)).all())
+            if not same:
+                log.warning("compress: %s predicts differently after reloading from disk", v.name)
+            timed[v.name] = (loaded.model, loaded.tokenizer)
+            row.update(source=source, **_summary(m), size_mb=weights_bytes(tmp / v.name) / 1e6,
+                       params=n_params(fp), sparsity=round(sp["prunable_sparsity"], 4),
+                       sparsity_overall=round(sp["overall_sparsity"], 4), calibration=m["calibrator"].method,
+                       reload_same_predictions=same,
+                       reload_max_abs_logit_diff=float(np.abs(test_logits - ref_logits).max()),
+                       build_seconds=round(time.perf_counter() - t0, 1),
+                       build_cpu_seconds=round(time.process_time() - c0, 1),
+                       details={k: val for k, val in details.items() if k not in ("format", "quantization")})
+            rows.append(row)
+            log.info("compress: %s built and scored in %.0f s (macro-F1 %.4f)", v.name, row["build_seconds"],
+                     row["macro_f1"])
+
+        speed = benchmark(timed, splits["test"]["text"].tolist(), max_length=max_length,
+                          batch1_examples=p.latency.batch1_examples, batch32_batches=p.latency.batch32_batches,
+                          warmup=p.latency.warmup, threads=p.latency.threads, seed=base.seed)
+        teacher_row.update(speed["models"]["teacher"])
+        for r in rows:
+            if r.get("skipped"):
+                continue
+            r.update(speed["models"][r["name"]])
+            r["f1_ratio_vs_teacher"] = r["macro_f1"] / teacher_row["macro_f1"] if teacher_row["macro_f1"] else None
+            r["f1_drop_points"] = 100.0 * (teacher_row["macro_f1"] - r["macro_f1"])
+            r["speedup_vs_teacher"] = r["throughput_b32"] / teacher_row["throughput_b32"]
+            r["latency_speedup_vs_teacher"] = teacher_row["latency_ms_p50"] / r["latency_ms_p50"]
+            r["size_ratio_vs_teacher"] = r["size_mb"] / teacher_row["size_mb"] if teacher_row["size_mb"] else None
+        _replace_dir(tmp, models_dir / "compressed")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    ordered = [_order(r) for r in rows]
+    targets = check_targets(ordered)
+    conditions = {**speed["conditions"], "shared_machine_note": "timings on a shared CPU are noisy; compare "
+                  "variants only within one run (they were measured interleaved)",
+                  "test_rows": len(y["test"]), "val_rows": len(y["val"]), "train_rows": len(y["train"]),
+                  "calibration": cal.method,
+                  "size": "bytes of weight files on disk (safetensors fp32 / int8 state_dict)",
+                  "ratios": "variant / teacher: f1 (macro), speedup (batch-32 throughput), size (weights on disk)",
+                  "stage_seconds": round(time.perf_counter() - started[0], 1),
+                  "stage_cpu_seconds": round(time.process_time() - started[1], 1),
+                  "cpu_seconds_note": "CPU time of this process, all threads: on a busy machine a better guide "
+                                      "than wall time to how long the stage takes on an idle one"}
+    result = {"teacher": teacher_row, "variants": ordered, "targets": targets, "conditions": conditions}
+    write_json(result, Path(paths.metrics) / "compress.json")
+    write_plots([teacher_row] + [r for r in ordered if not r.get("skipped")], Path(paths.plots) / "compress")
+    log.info("compress: teacher macro-F1 %.4f, %.1f ex/s | %s | targets met %d/%d | %.0f s",
+             teacher_row["macro_f1"], teacher_row["throughput_b32"],
+             "; ".join(f"{r['name']} F1 {r['macro_f1']:.4f} x{r['speedup_vs_teacher']:.2f} "
+                       f"size x{r['size_ratio_vs_teacher'] or float('nan'):.2f}" if not r.get("skipped")
+                       else f"{r['name']} skipped" for r in ordered),
+             sum(t["met"] for t in targets), len(targets), conditions["stage_seconds"])
+    return result
+
+
+KEY_ORDER = ("name", "kind", "source", "macro_f1", "accuracy", "size_mb", "params", "sparsity", "latency_ms_p50",
+             "latency_ms_p95", "throughput_b32", "f1_ratio_vs_teacher", "f1_drop_points", "speedup_vs_teacher",
+             "latency_speedup_vs_teacher", "size_ratio_vs_teacher")
+
+
+def _order(row: dict) -> dict:
+    """Headline keys first (the report's table follows this order), details last."""
+    return {**{k: row[k] for k in KEY_ORDER if k in row}, **{k: v for k, v in row.items() if k not in KEY_ORDER}}
+
+
+def teacher_bytes(ft, finetuned_dir: Path, paths: Paths) -> int:
+    """Weights on disk of the teacher: its own folder, or (a method that does not merge) base + adapter."""
+    own = weights_bytes(finetuned_dir)
+    if own:
+        return own
+    adapter = sum(f.stat().st_size for f in (finetuned_dir / "adapter").rglob("*")
+                  if f.suffix in (".safetensors", ".bin"))
+    return weights_bytes(_base_dir(ft, paths)) + adapter
+
+
+def _base_dir(ft, paths: Paths) -> Path:
+    from pydantic import TypeAdapter
+
+    from tuneline.assets import resolve_model
+    from tuneline.params import Source
+
+    return resolve_model(TypeAdapter(Source).validate_python(ft.meta["base_source"]), paths.cache)
+
+
+def main() -> None:
+    setup_logging()
+    params = load_params()
+    run(params.compress, params.calibrate, params.base, params.paths)
+
+
+if __name__ == "__main__":
+    main()

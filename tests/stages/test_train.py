@@ -1,0 +1,184 @@
+"""The train stage end to end on a tiny BERT: outputs, kill-and-resume, bad params."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from stages import train as train_stage
+from tests.conftest import make_texts
+from tuneline.models import load_finetuned
+from tuneline.params import ParamsError, load_params
+from tuneline.records import write_parquet
+from tuneline.training import CHECKPOINT, load_checkpoint
+
+LABELS = ["ham", "spam"]
+
+
+@contextmanager
+def one_thread():
+    """Same thread count in this process and in the subprocess: the same float reductions."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def make_project(root: Path, repo_root: Path, tiny_model_dir: Path, n_train: int = 96, **train) -> Path:
+    """A folder with params.yaml (the repo's, with a tiny train section) and data/splits/."""
+    data = yaml.safe_load((repo_root / "params.yaml").read_text())
+    data["base"] = {"seed": 7, "task": "classification", "labels": LABELS}
+    data["train"] = {"base_model": {"kind": "local", "path": str(tiny_model_dir)}, "max_length": 32,
+                     "batch_size": 8, "epochs": 2, "lr": 5e-3, "checkpoint_every": 4,
+                     "early_stopping": {"patience": 0}, **train}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(data))
+    df = make_texts(n_train + 40, seed=5)
+    write_parquet(df[:n_train], root / "data/splits/train.parquet")
+    write_parquet(df[n_train:], root / "data/splits/val.parquet")
+    return root
+
+
+def project_paths(root: Path):
+    """The project's params with every path made absolute (run() in this process, cwd elsewhere)."""
+    p = load_params(root / "params.yaml")
+    paths = p.paths.model_copy(update={k: str(root / v) for k, v in p.paths.model_dump().items() if k != "cache"})
+    return p, paths
+
+
+def test_stage_writes_model_metrics_and_curves(tmp_path, repo_root, tiny_model_dir):
+    root = make_project(tmp_path / "proj", repo_root, tiny_model_dir, method="lora", eval_every=6)
+    p, paths = project_paths(root)
+    with one_thread():
+        m = train_stage.run(p.train, p.base, paths)
+    assert m["method"] == "lora" and m["device"] == "cpu" and m["precision"] == "fp32"
+    assert 0 < m["trainable_params"] < m["total_params"] and m["steps"] == 24 and m["epochs_run"] == 2
+    assert set(m["val"]) == {"loss", "accuracy", "f1_macro", "f1"} and set(m["val"]["f1"]) == set(LABELS)
+    on_disk = json.loads((root / "reports/metrics/train.json").read_text())
+    assert on_disk == json.loads(json.dumps(m))
+    steps = pd.read_csv(root / "reports/plots/train_steps.tsv", sep="\t")
+    evals = pd.read_csv(root / "reports/plots/train_val.tsv", sep="\t")
+    assert list(steps.columns) == ["step", "epoch", "loss", "lr"] and len(steps) == 24
+    assert {"step", "loss", "accuracy", "f1_macro", "f1_ham", "f1_spam"} <= set(evals.columns)
+    assert evals["step"].tolist() == [6, 12, 18, 24]
+    ft = load_finetuned(root / "models/finetuned")
+    assert ft.labels == LABELS and ft.meta["method"] == "lora" and ft.meta["max_length"] == 32
+    assert (root / "models/finetuned/adapter/adapter_config.json").exists()
+    assert not list((root / "models/checkpoints").glob("train-*"))  # removed after success
+
+
+def _checkpoint_file(root: Path) -> Path | None:
+    found = list((root / "models/checkpoints").glob(f"train-*/{CHECKPOINT}"))
+    return found[0] if found else None
+
+
+def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, repo_root, tiny_model_dir):
+    settings = {"method": "full", "epochs": 3, "eval_every": 5, "dropout": 0.2,
+                "early_stopping": {"metric": "f1_macro", "patience": 0}}
+    killed = make_project(tmp_path / "killed", repo_root, tiny_model_dir, **settings)
+    env = {**os.environ, "PYTHONPATH": str(repo_root), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    log = tmp_path / "killed.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=killed, env=env, stdout=out, stderr=out)
+        deadline = time.time() + 120
+        while _checkpoint_file(killed) is None and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before it was killed:\n{log.read_text()[-2000:]}"
+    ckpt = _checkpoint_file(killed)
+    at_step = torch.load(ckpt, weights_only=True)["loop"]["step"]
+    total = 3 * 12
+    assert 0 < at_step < total
+    assert not (killed / "models/finetuned").exists()
+
+    p, paths = project_paths(killed)
+    with one_thread():
+        resumed = train_stage.run(p.train, p.base, paths)
+    assert resumed["resumed_from_step"] >= at_step and resumed["steps"] == total
+
+    fresh = make_project(tmp_path / "fresh", repo_root, tiny_model_dir, **settings)
+    p2, paths2 = project_paths(fresh)
+    with one_thread():
+        straight = train_stage.run(p2.train, p2.base, paths2)
+    assert straight["resumed_from_step"] == 0
+    assert resumed["val"] == straight["val"] and resumed["best_step"] == straight["best_step"]
+    a = load_file(killed / "models/finetuned/model.safetensors")
+    b = load_file(fresh / "models/finetuned/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps_a = pd.read_csv(killed / "reports/plots/train_steps.tsv", sep="\t")
+    steps_b = pd.read_csv(fresh / "reports/plots/train_steps.tsv", sep="\t")
+    pd.testing.assert_frame_equal(steps_a, steps_b)  # the curve has no gap or repeat at the resume point
+
+
+def test_a_checkpoint_of_other_params_or_data_is_not_resumed(tmp_path):
+    path = tmp_path / CHECKPOINT
+    torch.save({"fingerprint": "a" * 64, "loop": {"step": 3}}, path)
+    assert load_checkpoint(path, "a" * 64)["loop"]["step"] == 3
+    assert load_checkpoint(path, "b" * 64) is None
+    path.write_bytes(b"truncated")
+    assert load_checkpoint(path, "a" * 64) is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"method": "qlora"}, r"train\.method: Input should be 'full', 'lora'"),
+    ({"lora": {"r": -4}}, r"train\.lora\.r: Input should be greater than or equal to 1"),
+    ({"layer_lr_decay": 1.5}, r"train\.layer_lr_decay: Input should be less than or equal to 1"),
+    ({"lr": 0}, r"train\.lr: Input should be greater than 0"),
+    ({"bach_size": 8}, r"train\.bach_size: Extra inputs are not permitted"),
+])
+def test_bad_params_are_clear_errors(tmp_path, repo_root, tiny_model_dir, change, message):
+    root = make_project(tmp_path, repo_root, tiny_model_dir, **change)
+    with pytest.raises(ParamsError, match=message):
+        load_params(root / "params.yaml")
+
+
+def test_labels_outside_base_labels_are_a_clear_error(tmp_path, repo_root, tiny_model_dir):
+    root = make_project(tmp_path, repo_root, tiny_model_dir)
+    df = pd.read_parquet(root / "data/splits/train.parquet")
+    df.loc[0, "label"] = "phishing"
+    write_parquet(df, root / "data/splits/train.parquet")
+    p, paths = project_paths(root)
+    with pytest.raises(train_stage.TrainError, match=r"\['phishing'\] are not in base.labels"):
+        train_stage.run(p.train, p.base, paths)
+
+
+@pytest.mark.slow
+def test_default_minilm_lora_trains_under_one_percent_and_full_learns(repo_root):
+    """The real base model from params.yaml (pinned PyPI artifact): LoRA's share and a short full run."""
+    import numpy as np
+
+    from tuneline import assets
+    from tuneline.methods import apply_method
+    from tuneline.models import build_classifier, count_parameters
+    from tuneline.training import fit
+
+    params = load_params(repo_root / "params.yaml")
+    base_dir = assets.resolve_model(params.train.base_model, params.paths.cache)
+    lora = params.train.model_copy(update={"method": "lora"})
+    model, _ = build_classifier(base_dir, LABELS)
+    trainable, total = count_parameters(apply_method(model, lora, base_dir))
+    assert trainable / total < 0.01
+
+    torch.manual_seed(0)
+    model, tok = build_classifier(base_dir, LABELS)
+    df = make_texts(320, seed=9)
+    y = (df["label"] == "spam").to_numpy().astype(np.int64)
+    p = params.train.model_copy(update={"max_steps": 30, "max_length": 32, "threads": 0})
+    res = fit(model, tok, df.text.tolist()[:256], y[:256], df.text.tolist()[256:], y[256:], LABELS, p, seed=0,
+              progress=False)
+    assert res.best["accuracy"] >= 0.95 and res.device == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,251 @@
+"""The API on a real uvicorn server on 127.0.0.1, with a tiny real model, a real presidio engine
+(pattern recognizers) and a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tuneline.feedback import FeedbackStore, default_url, sqlite_path
+from tuneline.params import CleanParams, ServeParams
+from tuneline.predictor import Predictor
+
+LABELS = ["ham", "spam"]
+TOKEN = "s3cret-token"
+
+
+def build_model_folder(base_dir: Path, out: Path, temperature: float = 1.5, seed: int = 0) -> Path:
+    """finetuned/ (the train stage's format) + calibrated/ (the calibrate stage's format)."""
+    import torch
+
+    from tuneline.calibration import Calibrator, save_calibrated
+    from tuneline.models import build_classifier, save_finetuned
+
+    torch.manual_seed(seed)
+    model, tok = build_classifier(base_dir, LABELS)
+    meta = {"method": "full", "labels": LABELS, "max_length": 64, "base": str(base_dir),
+            "base_source": {"kind": "local", "path": str(base_dir)}}
+    save_finetuned(model, tok, out / "finetuned", meta)
+    save_calibrated(out / "calibrated", Calibrator("temperature", 2, temperature=temperature), out / "finetuned", LABELS)
+    return out
+
+
+class Server:
+    """uvicorn in a thread on an ephemeral loopback port."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                                    timeout_graceful_shutdown=5))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def anonymize():
+    from tuneline.serve import build_anonymizer
+
+    # presidio's pattern recognizers (no spaCy NER: PERSON/LOCATION need it, and it costs seconds)
+    return build_anonymizer(CleanParams(spacy_model="none", pii_entities=["EMAIL_ADDRESS", "PHONE_NUMBER",
+                                                                          "CREDIT_CARD", "URL"]))
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, tiny_model_dir, anonymize):
+    from tuneline.serve import create_app
+
+    root = tmp_path_factory.mktemp("serve")
+    predictor = Predictor.load(build_model_folder(tiny_model_dir, root / "model"), "v0007")
+    store = FeedbackStore(default_url(root / "feedback"))
+    p = ServeParams(max_batch=8, max_chars=200)
+    app = create_app(predictor=predictor, store=store, anonymize=anonymize, p=p, token=TOKEN,
+                     production_version=lambda: "v0008")
+    with Server(app) as url:
+        yield {"url": url, "store": store, "p": p, "predictor": predictor}
+    store.close()
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_health_names_the_model(api):
+    r = httpx.get(api["url"] + "/health")
+    assert r.status_code == 200
+    h = r.json()
+    assert h["model_version"] == "v0007" and h["calibrated"] is True and h["labels"] == LABELS
+    assert h["production_version"] == "v0008" and h["stale"] is True
+
+
+def test_predict_returns_calibrated_probabilities(api):
+    texts = ["free cash prize claim now", "see you at home later", "ok"]
+    r = httpx.post(api["url"] + "/predict", json={"texts": texts})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"] == "v0007" and len(body["predictions"]) == 3
+    for pred in body["predictions"]:
+        assert abs(sum(pred["probs"].values()) - 1) < 1e-6 and pred["label"] in LABELS
+        assert pred["confidence"] == max(pred["probs"].values())
+    # the same numbers as the library: logits / T through softmax
+    want = api["predictor"].predict_proba(texts)
+    got = np.array([[p["probs"][lab] for lab in LABELS] for p in body["predictions"]])
+    assert np.allclose(got, want, atol=1e-6)
+
+
+def test_limits_and_malformed_requests_are_clear_4xx(api):
+    url, p = api["url"], api["p"]
+    too_many = httpx.post(url + "/predict", json={"texts": ["hi"] * (p.max_batch + 1)})
+    assert too_many.status_code == 413 and "max_batch = 8" in too_many.json()["detail"]
+    too_long = httpx.post(url + "/predict", json={"texts": ["ok", "x" * (p.max_chars + 1)]})
+    assert too_long.status_code == 413 and "texts[1]: 201 characters" in too_long.json()["detail"]
+    huge = httpx.post(url + "/predict", content=b'{"texts": ["' + b"a" * 200_000 + b'"]}',
+                      headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and "request body over" in huge.json()["detail"]
+    bad_json = httpx.post(url + "/predict", content=b'{"texts": ["a",', headers={"content-type": "application/json"})
+    assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["detail"]
+    empty = httpx.post(url + "/predict", json={"texts": []})
+    assert empty.status_code == 422 and empty.json()["detail"][0]["field"] == "texts"
+    wrong_type = httpx.post(url + "/predict", json={"texts": "just one string"})
+    assert wrong_type.status_code == 422
+    unknown = httpx.post(url + "/predict", json={"texts": ["a"], "temperature": 2})
+    assert unknown.status_code == 422 and unknown.json()["detail"][0]["field"] == "temperature"
+    blank = httpx.post(url + "/predict", json={"texts": ["   "]})
+    assert blank.status_code == 422 and "empty text" in blank.json()["detail"]
+
+
+def test_feedback_needs_the_token(api):
+    url = api["url"]
+    before = api["store"].count()
+    item = {"text": "win cash now", "label": "spam"}
+    missing = httpx.post(url + "/feedback", json=item)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith("Bearer")
+    wrong = httpx.post(url + "/feedback", json=item, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and "wrong bearer token" in wrong.json()["detail"]
+    basic = httpx.post(url + "/feedback", json=item, headers={"Authorization": f"Basic {TOKEN}"})
+    assert basic.status_code == 401
+    reload_ = httpx.post(url + "/reload", headers={"Authorization": "Bearer nope"})
+    assert reload_.status_code == 401
+    assert api["store"].count() == before  # nothing stored without the token
+
+
+def test_feedback_is_anonymized_validated_and_idempotent(api):
+    url, store = api["url"], api["store"]
+    text = "call me on +44 7700 900123 or mail jane.doe@example.com"
+    r = httpx.post(url + "/feedback", json={"text": text, "label": "ham", "key": "fb-1"}, headers=AUTH)
+    assert r.status_code == 201, r.text
+    fid = r.json()["id"]
+    assert r.json()["pii_replaced"] >= 2 and r.json()["duplicate"] is False
+    again = httpx.post(url + "/feedback", json={"text": text, "label": "ham", "key": "fb-1"}, headers=AUTH)
+    assert again.status_code == 200 and again.json() == {**r.json(), "duplicate": True}
+    rating = httpx.post(url + "/feedback", json={"text": "see you", "predicted": "ham", "rating": "good"}, headers=AUTH)
+    assert rating.status_code == 201 and rating.json()["kind"] == "rating"
+
+    stored = {row["id"]: row for row in store.rows()}
+    assert "7700" not in stored[fid]["text"] and "example.com" not in stored[fid]["text"]
+    assert "<PHONE_NUMBER>" in stored[fid]["text"] and "<EMAIL_ADDRESS>" in stored[fid]["text"]
+    assert stored[fid]["model_version"] == "v0007"
+    raw = sqlite3.connect(sqlite_path(store.url)).execute("SELECT group_concat(text, ' ') FROM feedback").fetchone()[0]
+    assert "jane.doe" not in raw  # the raw text never reached the database
+
+    for body, status, words in [
+        ({"text": "x", "label": "eggs"}, 422, "not one of"),
+        ({"text": "x"}, 422, "needs `label`"),
+        ({"text": "x", "label": "ham", "rating": "good", "predicted": "ham"}, 422, "not both"),
+        ({"text": "x", "predicted": "ham", "rating": "meh"}, 422, "rating"),
+        ({"text": "x" * 201, "label": "ham"}, 413, "max_chars"),
+        ({"text": "x", "label": "ham", "key": "bad key!"}, 422, "key"),
+    ]:
+        r = httpx.post(url + "/feedback", json=body, headers=AUTH)
+        assert r.status_code == status, (body, r.text)
+        assert words in json.dumps(r.json()), r.text
+
+
+def test_feedback_off_without_a_token(tmp_path, tiny_model_dir):
+    from fastapi.testclient import TestClient
+
+    from tuneline.serve import create_app
+
+    predictor = Predictor.load(build_model_folder(tiny_model_dir, tmp_path / "m"), "v1")
+    with FeedbackStore(default_url(tmp_path)) as store:
+        app = create_app(predictor=predictor, store=store, anonymize=lambda t: [(x, 0) for x in t],
+                         p=ServeParams(), token=None)
+        r = TestClient(app).post("/feedback", json={"text": "a", "label": "ham"}, headers=AUTH)
+        assert r.status_code == 503 and "TUNELINE_FEEDBACK_TOKEN" in r.json()["detail"]
+
+
+def test_concurrent_feedback_every_accepted_post_stored_once(api):
+    """Bounded load test on loopback: 16 clients x 20 posts, each client retrying 5 of its posts
+    with the same key (as a client that lost the answer would)."""
+    url, store = api["url"], api["store"]
+    before = {r["key"] for r in store.rows()}
+    clients, per_client, retried = 16, 20, 5
+
+    def client(c: int) -> list[tuple[str, int, int]]:
+        out = []
+        with httpx.Client(base_url=url, headers=AUTH, timeout=60) as http:
+            for i in range(per_client):
+                key = f"load-{c}-{i}"
+                body = {"text": f"message {c} {i} call 07700 900{c:03d}", "label": LABELS[(c + i) % 2], "key": key}
+                r = http.post("/feedback", json=body)
+                out.append((key, r.status_code, r.json().get("id", -1)))
+                if i < retried:
+                    r2 = http.post("/feedback", json=body)
+                    out.append((key, r2.status_code, r2.json().get("id", -1)))
+        return out
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(clients) as pool:
+        results = [x for part in pool.map(client, range(clients)) for x in part]
+    seconds = time.monotonic() - start
+    accepted = {key: fid for key, status, fid in results if status == 201}
+    duplicates = [(key, fid) for key, status, fid in results if status == 200]
+    assert all(status in (200, 201) for _, status, _ in results)
+    assert len(accepted) == clients * per_client and len(duplicates) == clients * retried
+    assert all(accepted[key] == fid for key, fid in duplicates)  # a retry answers the first id
+    rows = [r for r in store.rows() if r["key"] not in before]
+    assert len(rows) == len(accepted)  # accepted == stored
+    assert {r["key"]: r["id"] for r in rows} == accepted  # each exactly once, under the id we were told
+    assert not any("900" in r["text"] for r in rows)  # phone numbers anonymized under load
+    print(f"\n/feedback load: {len(results)} posts from {clients} clients in {seconds:.2f} s, "
+          f"{len(accepted)} accepted, {len(rows)} stored, {len(duplicates)} duplicates answered")
+
+
+def test_a_compressed_variant_loads_for_serving(tmp_path, tiny_model_dir):
+    """`python -m tuneline.serve --model models/compressed/<variant>`: an int8 variant with its calibrator."""
+    from tuneline.calibration import Calibrator
+    from tuneline.compression import save_variant
+    from tuneline.models import load_finetuned
+    from tuneline.quantization import quantize_int8
+    from tuneline.serve import load_model
+
+    ft = load_finetuned(build_model_folder(tiny_model_dir, tmp_path / "m") / "finetuned")
+    info = {"name": "int8", "kind": "quantize", "source": "teacher", "labels": LABELS, "max_length": 64,
+            "format": "int8", "quantization": {"per_channel": True, "embeddings": True}}
+    save_variant(quantize_int8(ft.model), ft.tokenizer, tmp_path / "int8", info)
+    Calibrator("temperature", 2, temperature=2.0).save(tmp_path / "int8" / "calibrator")
+    pred = load_model(tmp_path / "int8", "int8")
+    probs = pred.predict_proba(["free prize claim now", "see you at home"])
+    assert pred.calibrated and pred.labels == LABELS and probs.shape == (2, 2)
+    assert np.allclose(probs.sum(axis=1), 1)
+    assert load_model(tmp_path / "m", "v1").calibrated  # a plain model folder still loads
