@@ -11,6 +11,8 @@ PIPOPT := -q --disable-pip-version-check
 # of the way, but show the real error when an install fails.
 SHOWLOG = (grep -v '^WARNING: Location' $(LOG) | tail -40; exit 1)
 
+# dvc runs each stage's `python -m stages.<name>` through the shell: the venv's python must come first.
+export PATH := $(abspath $(BIN)):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 export DO_NOT_TRACK = 1
 export HF_HUB_DISABLE_TELEMETRY = 1
