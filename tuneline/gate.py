@@ -98,7 +98,8 @@ def decide(candidate: dict, production: dict | None, p: GateParams) -> Decision:
 
     cand_reg, prod_reg = _value(candidate.get("regression"), m), _value(production.get("regression"), m)
     if cand_reg is None or prod_reg is None:
-        checks.append(Check("no forgetting", True, "no regression set scored yet (it is frozen at the first promotion)"))
+        checks.append(Check("no forgetting", True,
+                            "no regression set scored yet (it is frozen at the first promotion)"))
     else:
         n_reg = min(int(candidate["regression"].get("n", 0)), int(production["regression"].get("n", 0)))
         drop = prod_reg - cand_reg

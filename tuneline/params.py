@@ -427,8 +427,9 @@ class ServeParams(Section):
     """Texts per forward pass inside one request."""
     token_env: str = "TUNELINE_FEEDBACK_TOKEN"
     """Environment variable holding the bearer token that /feedback and /reload require."""
-    threads: int = Field(0, ge=0)
-    """torch CPU threads; 0 keeps torch's default (one per core)."""
+    threads: int = Field(1, ge=0)
+    """torch CPU threads of the API process; 0 keeps torch's default (one per core). One forward pass
+    runs at a time, and on a busy machine a single thread avoids stalls waking idle worker threads."""
 
 
 # The section is named after its stage; it shadows pydantic's deprecated BaseModel.validate().

@@ -163,7 +163,8 @@ class Registry:
     def freeze_regression(self, test: pd.DataFrame, rows: int, seed: int, version: str) -> pd.DataFrame:
         """Keep a stratified sample of `test` as the regression set (never rewritten afterwards)."""
         frac = min(1.0, rows / max(len(test), 1))
-        parts = [test[test["label"] == lab].sample(frac=frac, random_state=seed) for lab in sorted(test["label"].unique())]
+        parts = [test[test["label"] == lab].sample(frac=frac, random_state=seed)
+                 for lab in sorted(test["label"].unique())]
         sample = pd.concat(parts) if frac < 1 else test
         cols = [c for c in ("id", "text", "label", "source") if c in sample]
         out = sample[cols].sort_values("id").reset_index(drop=True)

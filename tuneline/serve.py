@@ -162,7 +162,8 @@ def create_app(*, predictor: Predictor, store: FeedbackStore, anonymize: Anonymi
     @app.post("/predict")
     def predict(body: PredictRequest) -> dict:
         if len(body.texts) > p.max_batch:
-            raise HTTPException(413, f"{len(body.texts)} texts; the limit is serve.max_batch = {p.max_batch} per request")
+            raise HTTPException(413, f"{len(body.texts)} texts; the limit is serve.max_batch = {p.max_batch} "
+                                     "per request")
         for i, t in enumerate(body.texts):
             check_text(t, f"texts[{i}]")
         pred = state["predictor"]
@@ -180,7 +181,8 @@ def create_app(*, predictor: Predictor, store: FeedbackStore, anonymize: Anonymi
         check_text(body.text, "text")
         labels = state["predictor"].labels
         if body.label is not None and (body.rating is not None or body.predicted is not None):
-            raise HTTPException(422, "send either a correction {text, label} or a rating {text, predicted, rating}, not both")
+            raise HTTPException(422, "send either a correction {text, label} or a rating {text, predicted, rating}, "
+                                     "not both")
         if body.label is not None:
             kind = "label"
             if body.label not in labels:

@@ -32,8 +32,8 @@ def test_feedback_round_trip_into_collect(tmp_path):
     assert read_json(tmp_path / "metrics" / "snapshot.json")["max_id"] == 4
 
     (tmp_path / "a.csv").write_text("text,label\nok see you,ham\nwin cash,spam\n")
-    p = CollectParams.model_validate({"datasets": [{"name": "sms", "source": {"kind": "local", "path": str(tmp_path / "a.csv")}}],
-                                      "feedback": True})
+    sms = {"name": "sms", "source": {"kind": "local", "path": str(tmp_path / "a.csv")}}
+    p = CollectParams.model_validate({"datasets": [sms], "feedback": True})
     out = collect.run(p, BaseParams(labels=["ham", "spam"]), paths)
     assert out["sources"]["feedback"]["rows_read"] == 3 and out["sources"]["feedback"]["rows_rejected"] == 1
     records = pd.read_parquet(tmp_path / "collected" / "records.parquet")

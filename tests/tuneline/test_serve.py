@@ -34,7 +34,8 @@ def build_model_folder(base_dir: Path, out: Path, temperature: float = 1.5, seed
     meta = {"method": "full", "labels": LABELS, "max_length": 64, "base": str(base_dir),
             "base_source": {"kind": "local", "path": str(base_dir)}}
     save_finetuned(model, tok, out / "finetuned", meta)
-    save_calibrated(out / "calibrated", Calibrator("temperature", 2, temperature=temperature), out / "finetuned", LABELS)
+    calibrator = Calibrator("temperature", 2, temperature=temperature)
+    save_calibrated(out / "calibrated", calibrator, out / "finetuned", LABELS)
     return out
 
 
