@@ -40,7 +40,8 @@ def bitext_splits(out: Path, seed: int) -> list[str]:
     import pandas as pd
     from sklearn.model_selection import train_test_split
 
-    df = pd.read_csv(BITEXT)[["instruction", "intent"]].dropna().rename(columns={"instruction": "text", "intent": "label"})
+    df = pd.read_csv(BITEXT)[["instruction", "intent"]].dropna()
+    df = df.rename(columns={"instruction": "text", "intent": "label"})
     df = df.drop_duplicates("text").reset_index(drop=True)
     train, rest = train_test_split(df, test_size=0.3, stratify=df["label"], random_state=seed)
     val, test = train_test_split(rest, test_size=2 / 3, stratify=rest["label"], random_state=seed)
@@ -144,8 +145,9 @@ def main() -> None:
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(r)
-        print(f"{method:9s} acc {r['test_accuracy']:.4f}  f1 {r['test_f1_macro']:.4f}  pos-f1 {r['test_f1_positive']:.4f}"
-              f"  trainable {r['trainable_pct']:.3f}%  {r['wall_seconds']:.0f} s  {r['peak_memory_mb']:.0f} MB", flush=True)
+        print(f"{method:9s} acc {r['test_accuracy']:.4f}  f1 {r['test_f1_macro']:.4f}  "
+              f"pos-f1 {r['test_f1_positive']:.4f}  trainable {r['trainable_pct']:.3f}%  {r['wall_seconds']:.0f} s  "
+              f"{r['peak_memory_mb']:.0f} MB", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({
             "benchmark": "train_methods", "dataset": args.dataset, "labels": len(labels), "overrides": over,

@@ -153,7 +153,8 @@ def main() -> None:
     def med(runner, key):
         return statistics.median(r[key] for r in runs[runner])
 
-    summary = {runner: {"samples_per_s": med(runner, "samples_per_s"), "samples_per_cpu_s": med(runner, "samples_per_cpu_s"),
+    summary = {runner: {"samples_per_s": med(runner, "samples_per_s"),
+                        "samples_per_cpu_s": med(runner, "samples_per_cpu_s"),
                         "peak_memory_mb": med(runner, "peak_memory_mb"),
                         "seconds": med(runner, "seconds"), "val_accuracy": med(runner, "val_accuracy")}
                for runner in runs}
@@ -163,15 +164,18 @@ def main() -> None:
     result = {
         "benchmark": "train_throughput", "device": device, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "torch_threads": runs["ours"][0]["torch_threads"], "load_average_at_end": os.getloadavg(),
-        "settings": {"splits": args.splits, "rows": args.rows, "val_rows": args.val_rows, "epochs": args.epochs, "batch_size": args.batch_size,
+        "settings": {"splits": args.splits, "rows": args.rows, "val_rows": args.val_rows, "epochs": args.epochs,
+                     "batch_size": args.batch_size,
                      "max_length": args.max_length, "repeats": args.repeats, "threads": args.threads},
-        "median": summary, "speedup_samples_per_s": round(speedup, 3), "speedup_samples_per_cpu_s": round(cpu_speedup, 3),
+        "median": summary, "speedup_samples_per_s": round(speedup, 3),
+        "speedup_samples_per_cpu_s": round(cpu_speedup, 3),
         "memory_ratio": round(summary["ours"]["peak_memory_mb"] / summary["trainer"]["peak_memory_mb"], 3),
         "runs": runs,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n| runner | samples/s (median of {args.repeats}) | samples per CPU-second | peak memory MB | val accuracy |")
+    print(f"\n| runner | samples/s (median of {args.repeats}) | samples per CPU-second | peak memory MB "
+          "| val accuracy |")
     print("|---|---:|---:|---:|---:|")
     for runner, name in (("trainer", "transformers.Trainer (defaults)"), ("ours", "tuneline train loop")):
         s = summary[runner]

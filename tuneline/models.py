@@ -68,8 +68,8 @@ def build_classifier(base_dir: str | Path, labels: list[str], dropout: float | N
     The head is freshly initialized from torch's global RNG (seed first for reproducibility).
     `dropout` overrides every dropout probability the config declares; None keeps the model's.
     """
-    config = AutoConfig.from_pretrained(base_dir, num_labels=len(labels),
-                                        id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)})
+    config = AutoConfig.from_pretrained(base_dir, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                        label2id={lab: i for i, lab in enumerate(labels)})
     if dropout is not None:
         for attr in DROPOUT_ATTRS:
             if hasattr(config, attr):

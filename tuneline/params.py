@@ -227,7 +227,7 @@ class LoraParams(Section):
     """Dropout on the LoRA input."""
     target_modules: list[str] | None = None
     """Module name suffixes that get LoRA; None = peft's default for the architecture (BERT: query, value)."""
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(2e-3, gt=0)
     """Peak learning rate for method=lora (adapters and head)."""
 
 

@@ -83,10 +83,10 @@ def test_saved_variants_load_back_and_predict_as_scored(compressed):
         assert acc == pytest.approx(rows[name]["accuracy"], abs=1e-9), name
 
     assert load_variant(root / "models/compressed/student").model.config.num_hidden_layers == 1
-    # the serving side (tuneline.predictor) loads a variant folder with its calibrator
-    from tuneline.predictor import Predictor
+    # the serving side (tuneline.serve) loads a variant folder with its calibrator
+    from tuneline.serve import load_model
 
-    pred = Predictor.load(root / "models/compressed/int8", "int8")
+    pred = load_model(root / "models/compressed/int8", "int8")
     assert pred.calibrated and pred.predict_proba(test["text"].tolist()[:3]).shape == (3, 2)
     assert rows["student"]["params"] < out["teacher"]["params"]
 
@@ -95,6 +95,7 @@ def test_int8_is_smaller_and_quantized(compressed):
     root, _, out = compressed
     rows = {v["name"]: v for v in out["variants"]}
     assert rows["int8"]["size_ratio_vs_teacher"] < 1.0
+    assert rows["int8"]["reload_max_abs_logit_diff"] == 0.0  # bit-identical on the same batches
     assert is_quantized(load_variant(root / "models/compressed/int8").model)
     q = load_variant(root / "models/compressed/heads50_int8")
     assert is_quantized(q.model) and q.info["kept_heads"] == rows["heads50"]["details"]["kept_heads"]

@@ -18,7 +18,8 @@ def test_adapters_start_as_identity_and_sit_after_both_sublayers(tiny_model_dir)
     batch = tok(["free cash now", "see you at home later"], padding=True, return_tensors="pt")
     before = model(**batch).logits
     wrapped = add_adapters(model, bottleneck=4, target_modules=TARGET)
-    assert wrapped == [f"bert.encoder.layer.{i}.{s}" for i in range(2) for s in ("attention.output.dense", "output.dense")]
+    sublayers = ("attention.output.dense", "output.dense")
+    assert wrapped == [f"bert.encoder.layer.{i}.{s}" for i in range(2) for s in sublayers]
     assert all(isinstance(model.get_submodule(n), AdaptedLinear) for n in wrapped)
     torch.testing.assert_close(model(**batch).logits, before, rtol=0, atol=0)
     hidden = model.config.hidden_size
