@@ -25,7 +25,6 @@ behaviour does not live in the weights those variants change.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -56,7 +55,7 @@ from tuneline.params import (
 )
 from tuneline.pruning import head_importance, heads_to_remove, magnitude_prune, make_permanent, remove_heads, sparsity
 from tuneline.quantization import quantize_int8
-from tuneline.records import read_parquet, write_atomic, write_json
+from tuneline.records import read_parquet, replace_dir, write_atomic, write_json
 from tuneline.speed import benchmark
 
 log = logging.getLogger("tuneline.compress")
@@ -167,17 +166,6 @@ def check_targets(variants: list[dict]) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- output folder
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move a finished folder over `target` (the old one is removed only after the rename)."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_plots(rows: list[dict], plots: Path) -> None:
     cols = ["name", "kind", "macro_f1", "accuracy", "size_mb", "params", "latency_ms_p50", "latency_ms_p95",
             "throughput_b32"]
@@ -322,7 +310,7 @@ def _run(p: CompressParams, cal: CalibrateParams, base: BaseParams, paths: Paths
             r["speedup_vs_teacher"] = r["throughput_b32"] / teacher_row["throughput_b32"]
             r["latency_speedup_vs_teacher"] = teacher_row["latency_ms_p50"] / r["latency_ms_p50"]
             r["size_ratio_vs_teacher"] = r["size_mb"] / teacher_row["size_mb"] if teacher_row["size_mb"] else None
-        _replace_dir(tmp, models_dir / "compressed")
+        replace_dir(tmp, models_dir / "compressed")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

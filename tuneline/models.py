@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import warnings
@@ -31,6 +30,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from tuneline import adapters, assets
 from tuneline.params import Paths, Source
+from tuneline.records import replace_dir
 
 META_FILE = "tuneline.json"
 ADAPTER_DIR = "adapter"
@@ -134,7 +134,7 @@ def save_finetuned(model: nn.Module, tokenizer: Any, out_dir: str | Path, meta: 
             if method in MERGEABLE:
                 model.merge_and_unload().save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -147,16 +147,6 @@ def _save_houlsby(model: nn.Module, out: Path, config: dict) -> None:
              if n in set(adapters.adapter_parameter_names(model)) or is_head_parameter(n)}
     save_file(state, out / HOULSBY_WEIGHTS)
     (out / HOULSBY_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- load
