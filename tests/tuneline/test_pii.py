@@ -113,6 +113,37 @@ def test_context_words_still_raise_scores_in_batches(analyzer):
     assert with_ctx > without == pytest.approx(0.4)
 
 
+def test_recognizer_gates_skip_only_texts_where_nothing_can_be_found(analyzer):
+    """Each gated stock recognizer finds nothing once the characters its gate needs are removed
+    (and finds something in the same texts before): skipping it there cannot change a result."""
+    texts = [t for t, _ in PII_TEXTS] + PLAIN_TEXTS + PARSER_TEXTS + [
+        "ring ０２０ ７９４６ ０９５８ now", "server ::1 and fe80::1ff:fe23:4567:890a", "call 1-800-FLOWERS",
+        "visit example.com/offer or mail me at x@y.org", "wire to DE89 3704 0044 0532 0130 00", "ssn: 536-22-8726"]
+    gates = pii.entity_gates(analyzer, ENTITIES)
+    assert set(gates) == {"EMAIL_ADDRESS", "URL", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN"}
+    for entity in gates:
+        [rec] = analyzer.registry.get_recognizers("en", [entity])
+        gate = pii.RECOGNIZER_GATES[type(rec).__name__]
+        found = [r for t in texts for r in rec.analyze(t, [entity], None)]
+        assert found, f"{entity}: no positive example, the check below would prove nothing"
+        for t in texts:
+            stripped = "".join(ch for ch in t if not gate(ch))
+            assert not gate(stripped)
+            assert rec.analyze(stripped, [entity], None) == [], (entity, stripped)
+
+
+def test_customized_recognizers_are_not_gated():
+    from presidio_analyzer import Pattern
+    from presidio_analyzer.predefined_recognizers import UrlRecognizer
+
+    analyzer = pii.build_analyzer(pii.NO_NER)
+    analyzer.registry.remove_recognizer("UrlRecognizer")
+    analyzer.registry.add_recognizer(UrlRecognizer(patterns=[Pattern("spelled", r"\bexample dot com\b", 0.9)]))
+    assert "URL" not in pii.entity_gates(analyzer, ["URL", "PHONE_NUMBER"])
+    [res] = pii.anonymize_batch(["visit example dot com"], analyzer, entities=["URL"])  # no "." in it
+    assert res.text == "visit <URL>"
+
+
 def test_worker_processes_give_the_same_answers_in_order(analyzer):
     texts = _texts(80)  # batch_size 8 -> chunks of 32 -> 3 tasks over 2 forked workers
     one = pii.anonymize_batch(texts, analyzer, entities=ENTITIES, batch_size=8, n_process=1)
