@@ -13,7 +13,7 @@ their detection. What `anonymize_batch` adds is speed with the same answers as c
   - spaCy runs over batches (`nlp.pipe`), not one call per text;
   - a batch first runs the NER alone (NER_FIRST_SKIP): presidio reads only its entities,
     tokens and lemmas. Documents where the parser's sentence starts could change an entity
-    (those with a multi-token entity, ~1 in 8) run again with the parser; lemmas are made only
+    (those with a multi-token entity, ~1 in 4 SMS) run again with the parser; lemmas are made only
     where presidio looks for context words around a match (~1 in 7), in one batch per chunk;
   - a pattern recognizer is skipped for a text that lacks a character every one of its
     patterns needs (RECOGNIZER_GATES: no digit, no phone number), so it could find nothing there;
@@ -169,7 +169,7 @@ NER_FIRST_SKIP = ("tok2vec", "tagger", "parser", *LEMMA_PIPES)
 the CNN pipelines en_core_web_sm/md/lg). The NER then reads no other component, except that
 the parser's sentence starts forbid an entity to begin before or continue across them: a
 restriction that can only matter where the NER produced an entity of two or more tokens. Those
-documents (about 1 in 8 here) go through the pipeline again with the parser, so every document
+documents (about 1 in 4 SMS texts) go through the pipeline again with the parser, so every document
 ends with exactly the entities of the full pipeline; tests/tuneline/test_pii.py checks it
 against presidio's per-text loop, including texts where the parser splits an entity."""
 
