@@ -32,13 +32,20 @@ import sys
 import time
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+# Without PREFECT_API_URL, Prefect starts a temporary server and gives it 20 s; its first start on a
+# fresh machine creates and migrates its SQLite database, which took longer than that on a 2-core
+# box (README's `python -m flows.retrain run` failed with "Timed out ... ephemeral Prefect API
+# server"). Set before prefect is imported: it reads its settings then. Both stay overridable.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from tuneline.assets import tree_sha256
-from tuneline.params import Params, load_params
-from tuneline.records import read_json, read_parquet
-from tuneline.registry import Registry
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
+
+from tuneline.assets import tree_sha256  # noqa: E402
+from tuneline.params import Params, load_params  # noqa: E402
+from tuneline.records import read_json, read_parquet  # noqa: E402
+from tuneline.registry import Registry  # noqa: E402
 
 FLOW_NAME = "tuneline-retrain"
 DEPLOYMENT_NAME = "scheduled"

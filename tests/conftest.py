@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +27,29 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Tiny models gain nothing from intra-op threads, and on a busy 2-core box torch's thread pool
 # makes them up to 10x slower; subprocesses (dvc repro in the e2e tests) inherit this.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+
+@contextmanager
+def single_thread():
+    """torch on one thread in this process (subprocesses get OMP_NUM_THREADS above): the same float
+    reductions as a one-thread subprocess, and no spinning thread pool on a shared 2-core CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Module-wide single_thread(): `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    with single_thread():
+        yield
+
 
 HAM_WORDS = "ok see you later at home call me when lunch dinner thanks love going now sure good night".split()
 SPAM_WORDS = "free win prize cash claim urgent offer call now txt reply stop award winner mobile".split()

@@ -138,3 +138,27 @@ def test_changing_a_section_reruns_only_its_stages(pipeline):
     assert "Running stage 'split'" in out
     assert not any(f"Running stage '{s}'" in out for s in ("collect", "clean", "validate")), out
     assert "fold" in pd.read_parquet(repo / "data/splits/train.parquet").columns
+
+
+def test_exp_run_every_method(pipeline):
+    """`dvc exp run -S train.method=X` (the README's way to compare methods) works for every method."""
+    from typing import get_args
+
+    from tuneline.params import Method
+
+    repo, env, _, _ = pipeline
+    env = {**env, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.invalid"}
+    methods = list(get_args(Method))
+    assert len(methods) == 7
+    seen = {}
+    for method in methods:
+        out = _run(["dvc", "exp", "run", "-S", f"train.method={method}", "-n", f"m-{method}", "train"], repo, env)
+        assert "Running stage 'train'" in out, out
+        m = yaml.safe_load((repo / "reports/metrics/train.json").read_text())
+        assert m["method"] == method
+        assert 0 < m["trainable_params"] <= m["total_params"]
+        seen[method] = m["trainable_pct"]
+    assert seen["full"] == 100.0 and all(seen[k] < 100.0 for k in methods if k != "full"), seen
+    listed = _run(["dvc", "exp", "list", "--name-only"], repo, env)
+    assert {f"m-{m}" for m in methods} <= set(listed.split()), listed

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from tiny_pipeline import LABELS, base_params, build_pipeline, make_paths, single_thread, write_splits
+from tiny_pipeline import LABELS, base_params, build_pipeline, make_paths, write_splits
 
 from stages import calibrate
 from stages.compress import run
@@ -20,6 +20,9 @@ from tuneline.pruning import head_counts, prunable_linears
 from tuneline.quantization import is_quantized
 from tuneline.records import read_parquet
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 VARIANTS = [
     {"kind": "distill", "name": "student", "layers": [1], "epochs": 1, "lr": 1e-3},
     {"kind": "quantize", "name": "int8"},
@@ -29,12 +32,6 @@ VARIANTS = [
     {"kind": "quantize", "name": "heads50_int8", "source": "heads50", "per_channel": False},
 ]
 FAST = {"n_bootstrap": 0, "latency": LatencyParams(batch1_examples=4, batch32_batches=2, warmup=1)}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -18,24 +17,13 @@ import yaml
 from safetensors.torch import load_file
 
 from stages import train as train_stage
-from tests.conftest import make_texts
+from tests.conftest import make_texts, single_thread
 from tuneline.models import load_finetuned
 from tuneline.params import ParamsError, load_params
 from tuneline.records import write_parquet
 from tuneline.training import CHECKPOINT, load_checkpoint
 
 LABELS = ["ham", "spam"]
-
-
-@contextmanager
-def one_thread():
-    """Same thread count in this process and in the subprocess: the same float reductions."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def make_project(root: Path, repo_root: Path, tiny_model_dir: Path, n_train: int = 96, **train) -> Path:
@@ -63,7 +51,7 @@ def project_paths(root: Path):
 def test_stage_writes_model_metrics_and_curves(tmp_path, repo_root, tiny_model_dir):
     root = make_project(tmp_path / "proj", repo_root, tiny_model_dir, method="lora", eval_every=6)
     p, paths = project_paths(root)
-    with one_thread():
+    with single_thread():
         m = train_stage.run(p.train, p.base, paths)
     assert m["method"] == "lora" and m["device"] == "cpu" and m["precision"] == "fp32"
     assert 0 < m["trainable_params"] < m["total_params"] and m["steps"] == 24 and m["epochs_run"] == 2
@@ -107,13 +95,13 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, repo_ro
     assert not (killed / "models/finetuned").exists()
 
     p, paths = project_paths(killed)
-    with one_thread():
+    with single_thread():
         resumed = train_stage.run(p.train, p.base, paths)
     assert resumed["resumed_from_step"] >= at_step and resumed["steps"] == total
 
     fresh = make_project(tmp_path / "fresh", repo_root, tiny_model_dir, **settings)
     p2, paths2 = project_paths(fresh)
-    with one_thread():
+    with single_thread():
         straight = train_stage.run(p2.train, p2.base, paths2)
     assert straight["resumed_from_step"] == 0
     assert resumed["val"] == straight["val"] and resumed["best_step"] == straight["best_step"]

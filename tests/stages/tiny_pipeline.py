@@ -11,12 +11,12 @@ import atexit
 import functools
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from tests.conftest import single_thread  # noqa: F401 (re-exported for the stage tests)
 from tuneline.params import BaseParams, Paths
 from tuneline.records import record_id, write_json, write_parquet
 
@@ -90,19 +90,6 @@ def train_tiny(base_dir: Path, train: pd.DataFrame, out_dir: Path, epochs: int =
         "base_source": {"kind": "local", "path": str(base_dir)},
     }
     return save_finetuned(model, tok, out_dir, meta)
-
-
-@contextmanager
-def single_thread():
-    """torch on one thread: on a shared, oversubscribed CPU two spinning threads are ~10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @functools.cache

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import make_texts
+from tests.tuneline.conftest import LABELS
 from tuneline.compression import load_variant, save_variant
 from tuneline.distillation import (
     DistillationError,
     distillation_loss,
-    encode,
     every_other_layer,
     fine_tune,
     hidden_layer_map,
@@ -19,40 +18,7 @@ from tuneline.distillation import (
     make_student,
 )
 
-LABELS = ["ham", "spam"]
-
-
-def tiny_teacher(tok_dir, layers: int = 4, hidden: int = 32, train: bool = True):
-    """A 4-layer BERT classifier (hidden 32, 4 heads), briefly trained on synthetic ham/spam."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    tok = BertTokenizerFast.from_pretrained(tok_dir)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-                        intermediate_size=hidden + 5, max_position_embeddings=128, num_labels=2,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                        id2label=dict(enumerate(LABELS)), label2id={k: i for i, k in enumerate(LABELS)})
-    model = BertForSequenceClassification(config).eval()
-    df = make_texts(96)
-    enc = encode(tok, df["text"].tolist(), 32)
-    y = (df["label"] == "spam").astype(int).to_numpy()
-    if train:  # dropout off and a large step: 24 steps separate the classes (accuracy 1.0)
-        fine_tune(model, enc, y, kd_weight=0.0, epochs=4, batch_size=16, learning_rate=1e-2, desc="teacher")
-    return model, tok, enc, y
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster than two on a busy 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def teacher(tiny_model_dir):
-    return tiny_teacher(tiny_model_dir)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_student_has_the_intended_depth_and_the_chosen_teacher_layers(teacher):

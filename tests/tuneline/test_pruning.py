@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tuneline.test_distillation import LABELS, tiny_teacher
+from tests.tuneline.conftest import LABELS
 from tuneline.compression import load_variant, save_variant
 from tuneline.distillation import fine_tune, length_batches, logits_of
 from tuneline.pruning import (
@@ -23,18 +23,7 @@ from tuneline.pruning import (
     sparsity,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def teacher(tiny_model_dir):
-    return tiny_teacher(tiny_model_dir)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_magnitude_pruning_reaches_the_sparsity_and_zeros_survive_recovery(teacher):

@@ -8,24 +8,13 @@ import torch
 from torch import nn
 
 from tests.conftest import make_texts
-from tests.tuneline.test_distillation import LABELS, tiny_teacher
+from tests.tuneline.conftest import LABELS, tiny_teacher
 from tuneline.compression import load_variant, save_variant, weights_bytes
 from tuneline.distillation import encode, logits_of
 from tuneline.pruning import remove_heads
 from tuneline.quantization import is_quantized, quantize_int8
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def teacher(tiny_model_dir):
-    return tiny_teacher(tiny_model_dir)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.filterwarnings("ignore:TypedStorage is deprecated")
