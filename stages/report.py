@@ -256,12 +256,13 @@ def data_section(collect: dict | None, clean: dict | None, validation: dict | No
                 flat = _flatten(value)
                 if flat:
                     caption = {
-                        "pii": "Personal data replaced, per type",
+                        "pii": "Personal data (presidio): settings, then replacements per entity type",
                         "rejected": "Rejected rows, per reason",
                         "reasons": "Rejected rows, per reason",
                     }.get(key, key.replace("_", " "))
                     s.blocks.append(
-                        Table([key.replace("_", " "), "count"], [[k, v] for k, v in flat.items()], caption=caption)
+                        Table([key.replace("_", " "), "value" if key == "pii" else "count"],
+                              [[k, v] for k, v in flat.items()], caption=caption)
                     )
     else:
         s.blocks.append(Paragraph("clean metrics not found.", note=True))
