@@ -13,7 +13,8 @@ their detection. What `anonymize_batch` adds is speed with the same answers as c
   - spaCy runs over batches (`nlp.pipe`), not one call per text;
   - a batch first runs the NER alone (NER_FIRST_SKIP): presidio reads only its entities,
     tokens and lemmas. Documents where the parser's sentence starts could change an entity
-    (those with a multi-token entity, ~1 in 4 SMS) run again with the parser; lemmas are made only
+    (those with a multi-token entity, ~1 in 4 SMS) get the parser's sentence starts, and the few
+    where one falls inside an entity run the NER again with them; lemmas are made only
     where presidio looks for context words around a match (~1 in 7), in one batch per chunk;
   - a pattern recognizer is skipped for a text that lacks a character every one of its
     patterns needs (RECOGNIZER_GATES: no digit, no phone number), so it could find nothing there;
@@ -169,9 +170,11 @@ NER_FIRST_SKIP = ("tok2vec", "tagger", "parser", *LEMMA_PIPES)
 the CNN pipelines en_core_web_sm/md/lg). The NER then reads no other component, except that
 the parser's sentence starts forbid an entity to begin before or continue across them: a
 restriction that can only matter where the NER produced an entity of two or more tokens. Those
-documents (about 1 in 4 SMS texts) go through the pipeline again with the parser, so every document
-ends with exactly the entities of the full pipeline; tests/tuneline/test_pii.py checks it
-against presidio's per-text loop, including texts where the parser splits an entity."""
+documents (about 1 in 4 SMS texts) get the parser's sentence starts (tok2vec + parser on the
+same Doc), and the few where a sentence starts inside an entity (splits_an_entity) go through
+the pipeline again with the parser, so every document ends with exactly the entities of the
+full pipeline; tests/tuneline/test_pii.py checks it against presidio's per-text loop, including
+texts where the parser splits an entity."""
 
 
 def spacy_passes(nlp) -> tuple[list[str], list[str]]:
@@ -533,10 +536,29 @@ def _nlp_artifacts(texts: list[str], analyzer, batch_size: int) -> list:
     first, second = spacy_passes(nlp)
     artifacts = batch(texts, first)
     if first != second:
-        again = [i for i, a in enumerate(artifacts) if any(len(ent) > 1 for ent in a.tokens.ents)]
+        multi = [i for i, a in enumerate(artifacts) if any(len(ent) > 1 for ent in a.tokens.ents)]
+        docs = [artifacts[i].tokens for i in multi]
+        for name in sentence_pipes(nlp, first):  # sentence starts for these docs, in place
+            docs = list(nlp.get_pipe(name).pipe(docs, batch_size=batch_size))
+        again = [i for i in multi if splits_an_entity(artifacts[i].tokens)]
         for i, a in zip(again, batch([texts[i] for i in again], second)):
             artifacts[i] = a
     return artifacts
+
+
+def sentence_pipes(nlp, skipped: Sequence[str]) -> list[str]:
+    """The components a first pass skipped that sentence starts need (tok2vec, parser), in order."""
+    return [n for n in nlp.pipe_names if n in skipped and n not in (*LEMMA_PIPES, "tagger")]
+
+
+def splits_an_entity(doc) -> bool:
+    """Whether a sentence starts inside one of `doc`'s entities.
+
+    spaCy's NER consults sentence starts in exactly two places (ner.pyx: Begin and In are invalid
+    when the next token starts a sentence); its features and scores do not depend on them. So a
+    greedy NER decode made without sentence starts is also the decode with them unless it put a
+    sentence start inside an entity; only such documents need the NER again (second pass)."""
+    return any(doc[j].is_sent_start for ent in doc.ents if len(ent) > 1 for j in range(ent.start + 1, ent.end))
 
 
 def _anonymize_one(text: str, results: list, eng: _Engines) -> Anonymized:

@@ -105,6 +105,22 @@ def test_first_pass_runs_the_ner_alone_and_the_parser_only_where_it_matters(anal
     assert len(res.found) == sum(label == "PERSON" for _, label in as_spans(full))
 
 
+def test_only_documents_with_a_sentence_start_inside_an_entity_run_the_ner_again(analyzer):
+    nlp = analyzer.nlp_engine.get_nlp("en")
+    first, _ = pii.spacy_passes(nlp)
+    assert pii.sentence_pipes(nlp, first) == ["tok2vec", "parser"]
+    with nlp.select_pipes(disable=first):
+        docs = list(nlp.pipe(PARSER_TEXTS + ["I met John Smith in New York City yesterday"]))
+    for name in pii.sentence_pipes(nlp, first):
+        docs = list(nlp.get_pipe(name).pipe(docs))
+    # PARSER_TEXTS[0]: the NER alone joins "Gee... Thgt" and the parser starts a sentence inside it
+    assert pii.splits_an_entity(docs[0])
+    # multi-token entities that no sentence start cuts: the NER-alone entities are final
+    assert any(len(e) > 1 for e in docs[-1].ents) and not pii.splits_an_entity(docs[-1])
+    full = nlp("I met John Smith in New York City yesterday")
+    assert [(e.start, e.end, e.label_) for e in docs[-1].ents] == [(e.start, e.end, e.label_) for e in full.ents]
+
+
 def test_context_words_still_raise_scores_in_batches(analyzer):
     # "phone number" is context for the phone recognizer: 0.4 without it, boosted with it.
     texts = ["my phone number is 212-555-0199", "it is 212-555-0199"]
