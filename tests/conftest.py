@@ -29,7 +29,6 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-
 @contextmanager
 def single_thread():
     """torch on one thread in this process (subprocesses get OMP_NUM_THREADS above): the same float

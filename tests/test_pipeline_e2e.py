@@ -141,7 +141,8 @@ def test_changing_a_section_reruns_only_its_stages(pipeline):
 
 
 def test_exp_run_every_method(pipeline):
-    """`dvc exp run -S train.method=X` (the README's way to compare methods) works for every method."""
+    """`dvc exp run -S train.method=X` (the README's way to compare methods) works for every method
+    (target `train`: the stages after it are the same for every method and tested above)."""
     from typing import get_args
 
     from tuneline.params import Method

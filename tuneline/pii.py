@@ -41,9 +41,9 @@ import multiprocessing
 import os
 import re
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
