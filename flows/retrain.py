@@ -23,7 +23,6 @@ No ML here: the stages train and judge; this module decides when, retries, and m
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import signal
@@ -42,7 +41,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
-from tuneline.assets import tree_sha256  # noqa: E402
+from tuneline.assets import file_sha256, tree_sha256  # noqa: E402
 from tuneline.params import Params, load_params  # noqa: E402
 from tuneline.records import read_json, read_parquet  # noqa: E402
 from tuneline.registry import Registry  # noqa: E402
@@ -103,8 +102,9 @@ def git_state(repo: Path) -> dict:
     return {"git_commit": commit, "git_dirty": bool(status) if status is not None else None}
 
 
-def file_sha256(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+def _lock_sha256(root: Path) -> str | None:
+    lock = root / "dvc.lock"
+    return file_sha256(lock) if lock.exists() else None
 
 
 # --------------------------------------------------------------------------- tasks
@@ -154,10 +154,9 @@ def promote(repo: str, gate: dict) -> dict:
     train_ids = set(read_parquet(root / paths.splits / "train.parquet")["id"])
     if gate["candidate"].get("init_from") == "production" and gate.get("production"):
         train_ids |= registry.train_ids(gate["production"]["version"])
-    lock = root / "dvc.lock"
     record = {
         **git_state(root),
-        "dvc_lock_sha256": file_sha256(lock),
+        "dvc_lock_sha256": _lock_sha256(root),
         "finetuned_sha256": sha,
         "metrics": {"test": gate["candidate"]["test"], "regression": gate["candidate"].get("regression"),
                     "feedback": gate["candidate"].get("feedback")},
@@ -270,7 +269,7 @@ def retrain(repo: str = ".") -> dict:
         registry.log_decision({"promoted": promoted["version"] if promoted else None,
                                "production": (gate.get("production") or {}).get("version"),
                                "decision": gate["decision"], "candidate": gate["candidate"],
-                               **git_state(root), "dvc_lock_sha256": file_sha256(root / "dvc.lock")})
+                               **git_state(root), "dvc_lock_sha256": _lock_sha256(root)})
     publish(str(root), gate, promoted, ran)
     production = registry.production()
     return {"stages": ran, "decision": gate["decision"] if gate else None,

@@ -32,6 +32,7 @@ from typing import Iterator
 
 import pandas as pd
 
+from tuneline.assets import file_sha256
 from tuneline.records import read_json, write_json, write_parquet
 
 MODEL_PARTS = ("finetuned", "calibrated")
@@ -89,7 +90,7 @@ class Registry:
             "git_commit": rec.get("git_commit"),
             "finetuned_sha256": rec.get("finetuned_sha256"),
             "regression_set": str(reg) if reg.exists() else None,
-            "regression_sha256": _sha256(reg) if reg.exists() else None,
+            "regression_sha256": file_sha256(reg) if reg.exists() else None,
         }
 
     def history(self) -> list[dict]:
@@ -191,13 +192,3 @@ class Registry:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

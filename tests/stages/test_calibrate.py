@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from tiny_pipeline import base_params, build_pipeline, single_thread
+from tiny_pipeline import base_params, build_pipeline, calibrated_probs, single_thread
 
 from stages.calibrate import CalibrateError, run
 from tuneline.calibration import load_calibrated
@@ -69,16 +69,7 @@ def test_refuses_a_model_trained_for_other_labels(calibrated):
 
 def test_probabilities_match_a_direct_computation(calibrated):
     """The calibrator applied to the model's own logits gives what the stage measured."""
-    from tuneline.inference import predict_logits
-    from tuneline.models import load_finetuned
-
     root, _, out = calibrated
-    finetuned, cal, _ = load_calibrated(root / "models/calibrated")
-    ft = load_finetuned(finetuned)
-    val = pd.read_parquet(root / "data/splits/val.parquet")
-    with single_thread():
-        logits = predict_logits(ft.model, ft.tokenizer, val["text"].tolist(), ft.meta["max_length"])
-    y = val["label"].map({"ham": 0, "spam": 1}).to_numpy()
-    p = cal.transform(logits)
+    _, y, p = calibrated_probs(root, "val")
     nll = -np.log(p[np.arange(len(y)), y]).mean()
     assert nll == pytest.approx(out["after"]["nll"], rel=1e-5)

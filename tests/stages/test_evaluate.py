@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn import metrics as skm
-from tiny_pipeline import base_params, build_pipeline, single_thread
+from tiny_pipeline import base_params, build_pipeline, calibrated_probs, single_thread
 
 from stages import calibrate
 from stages.evaluate import length_bucket_names, run
-from tuneline.calibration import load_calibrated
 from tuneline.params import CalibrateParams, EvaluateParams
 
 PARAMS = EvaluateParams(n_bootstrap=200, n_mistakes=5)
@@ -32,16 +31,7 @@ def evaluated(tmp_path_factory, tiny_model_dir):
 @pytest.fixture(scope="module")
 def reference(evaluated):
     """Calibrated test probabilities computed directly from the model files."""
-    from tuneline.inference import predict_logits
-    from tuneline.models import load_finetuned
-
-    root, _, _ = evaluated
-    finetuned, cal, _ = load_calibrated(root / "models/calibrated")
-    ft = load_finetuned(finetuned)
-    test = pd.read_parquet(root / "data/splits/test.parquet")
-    with single_thread():
-        probs = cal.transform(predict_logits(ft.model, ft.tokenizer, test["text"].tolist(), ft.meta["max_length"]))
-    return test, test["label"].map({"ham": 0, "spam": 1}).to_numpy(), probs
+    return calibrated_probs(evaluated[0], "test")
 
 
 def test_headline_and_intervals(evaluated, reference):

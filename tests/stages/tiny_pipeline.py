@@ -180,3 +180,19 @@ def write_upstream_metrics(paths: Paths, splits: dict[str, pd.DataFrame]) -> Non
     write_json(
         {"rows_in": n, "rows_out": n, "splits": {k: {"rows": len(v)} for k, v in splits.items()}}, m / "split.json"
     )
+
+
+def calibrated_probs(root: Path, split: str):
+    """(split rows, label ids, calibrated probabilities) computed directly from the saved model and
+    calibrator files: the reference the calibrate and evaluate stages are checked against."""
+    from tuneline.calibration import load_calibrated
+    from tuneline.inference import predict_logits
+    from tuneline.models import load_finetuned
+
+    finetuned, cal, _ = load_calibrated(root / "models/calibrated")
+    ft = load_finetuned(finetuned)
+    rows = pd.read_parquet(root / "data/splits" / f"{split}.parquet")
+    with single_thread():
+        logits = predict_logits(ft.model, ft.tokenizer, rows["text"].tolist(), ft.meta["max_length"])
+    return rows, rows["label"].map({lab: i for i, lab in enumerate(LABELS)}).to_numpy(), cal.transform(logits)
+
