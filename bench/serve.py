@@ -42,7 +42,8 @@ def _server(model: str, port: int, store_dir: str, threads: int) -> None:
 
     from tuneline.feedback import FeedbackStore, default_url
     from tuneline.params import load_params
-    from tuneline.serve import build_anonymizer, create_app, load_model
+    from apps.serve import create_app
+    from tuneline.deploy.serving import build_anonymizer, load_model
 
     params = load_params(ROOT / "params.yaml")
     threads = threads if threads >= 0 else params.serve.threads

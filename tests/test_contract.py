@@ -135,3 +135,36 @@ def test_library_never_imports_stages_flows_prefect_or_dvc():
             if mod.split(".")[0] in {"stages", "flows", "prefect", "dvc"}:
                 bad.append(f"{f.relative_to(ROOT)} imports {mod}")
     assert not bad, bad
+
+
+def test_library_has_no_cli_and_never_reads_params_yaml():
+    """tuneline/ is plain functions: no argv parsing, no load_params call (only main()s outside it do)."""
+    bad = []
+    for f in (ROOT / "tuneline").rglob("*.py"):
+        tree = ast.parse(f.read_text())
+        rel = f.relative_to(ROOT)
+        if any(m.split(".")[0] in {"argparse", "click", "typer"} for m in _imports(f)):
+            bad.append(f"{rel} parses the command line")
+        if any(isinstance(n, ast.Attribute) and n.attr == "argv" for n in ast.walk(tree)):
+            bad.append(f"{rel} reads sys.argv")
+        calls = {c.func.id if isinstance(c.func, ast.Name) else getattr(c.func, "attr", None)
+                 for c in ast.walk(tree) if isinstance(c, ast.Call)}
+        if "load_params" in calls:
+            bad.append(f"{rel} calls load_params")
+    assert not bad, bad
+
+
+def test_apps_never_import_stages_or_flows():
+    apps = sorted((ROOT / "apps").rglob("*.py"))
+    assert apps, "apps/ holds the runnable applications (apps/serve.py)"
+    bad = [f"{f.relative_to(ROOT)} imports {m}" for f in apps for m in _imports(f)
+           if m.split(".")[0] in {"stages", "flows"}]
+    assert not bad, bad
+
+
+def test_apps_read_params_only_in_main():
+    for f in sorted((ROOT / "apps").rglob("*.py")):
+        tree = ast.parse(f.read_text())
+        for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name != "main"):
+            calls = {c.func.id for c in ast.walk(fn) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
+            assert "load_params" not in calls, f"{f.relative_to(ROOT)}:{fn.name} reads params.yaml; only main() may"

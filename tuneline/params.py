@@ -416,7 +416,7 @@ class GateParams(Section):
 
 class ServeParams(Section):
     host: str = "127.0.0.1"
-    """Address `python -m tuneline.serve` binds; 0.0.0.0 exposes it to the network."""
+    """Address `python -m apps.serve` binds; 0.0.0.0 exposes it to the network."""
     port: int = Field(8000, ge=1, le=65535)
     """TCP port of the API."""
     max_batch: int = Field(64, ge=1)

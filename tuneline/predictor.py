@@ -5,9 +5,9 @@ version: `finetuned/` (tuneline.models) and, when the pipeline calibrates, `cali
 (tuneline.calibration: calibrator.json + model.json, a pointer to the fine-tuned folder with its
 sha256, checked on load). Without `calibrated/` the probabilities are the softmax of the logits,
 and `calibrated` is False so callers can say so. Compressed variants load through
-tuneline.serve.load_model (the API serves them; the gate never does).
+tuneline.deploy.serving.load_model (the API serves them; the gate never does).
 
-Used by the API (tuneline.serve) and by the retraining gate (`score`), so both see exactly the
+Used by the API (apps.serve) and by the retraining gate (`score`), so both see exactly the
 same probabilities.
 """
 

@@ -192,9 +192,10 @@ def test_feedback_round_trip_through_the_flow(prefect_server, tmp_path, tiny_mod
     from flows.retrain import retrain
     from tuneline.feedback import FeedbackStore, default_url
     from tuneline.predictor import Predictor
-    from tuneline.serve import build_anonymizer, create_app
+    from apps.serve import create_app
+    from tuneline.deploy.serving import build_anonymizer
 
-    sys.path.insert(0, str(ROOT / "tests" / "tuneline"))
+    sys.path.insert(0, str(ROOT / "tests" / "apps"))
     from test_serve import Server, build_model_folder
 
     repo = make_repo(tmp_path / "repo", tiny_model_dir, stages=["snapshot", "collect", "clean", "validate", "split"])
@@ -229,9 +230,10 @@ def test_retrain_flow_end_to_end(prefect_server, tmp_path, tiny_model_dir):
     from tuneline.feedback import FeedbackStore, default_url
     from tuneline.predictor import Predictor
     from tuneline.registry import Registry
-    from tuneline.serve import build_anonymizer, create_app
+    from apps.serve import create_app
+    from tuneline.deploy.serving import build_anonymizer
 
-    sys.path.insert(0, str(ROOT / "tests" / "tuneline"))
+    sys.path.insert(0, str(ROOT / "tests" / "apps"))
     from test_serve import Server
 
     repo = make_repo(tmp_path / "repo", tiny_model_dir)

@@ -80,8 +80,8 @@ def test_saved_variants_load_back_and_predict_as_scored(compressed):
         assert acc == pytest.approx(rows[name]["accuracy"], abs=1e-9), name
 
     assert load_variant(root / "models/compressed/student").model.config.num_hidden_layers == 1
-    # the serving side (tuneline.serve) loads a variant folder with its calibrator
-    from tuneline.serve import load_model
+    # the serving side (apps.serve) loads a variant folder with its calibrator
+    from tuneline.deploy.serving import load_model
 
     pred = load_model(root / "models/compressed/int8", "int8")
     assert pred.calibrated and pred.predict_proba(test["text"].tolist()[:3]).shape == (3, 2)

@@ -1,7 +1,7 @@
 """The prediction API: the production model behind FastAPI, and the feedback that flows back.
 
-    python -m tuneline.serve                 serve the registry's production model (params: serve)
-    python -m tuneline.serve --model DIR     serve another model folder (finetuned/ [+ calibrated/])
+    python -m apps.serve           serve the registry's production model (params: serve)
+    python -m apps.serve --model DIR     serve another model folder (finetuned/ [+ calibrated/])
 
 Endpoints
   GET  /health     status, the loaded model version, whether a newer production exists on disk
@@ -33,15 +33,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from tuneline.deploy.serving import Anonymizer, build_anonymizer, load_model, production_loader
 from tuneline.feedback import FeedbackStore, default_url
-from tuneline.params import CleanParams, Params, ServeParams
+from tuneline.logs import setup_logging
+from tuneline.params import ServeParams, load_params
 from tuneline.predictor import Predictor
-from tuneline.registry import Registry
 
-log = logging.getLogger("tuneline.serve")
-
-Anonymizer = Callable[[list[str]], list[tuple[str, int]]]
-"""texts -> [(anonymized text, number of replaced entities)]"""
+log = logging.getLogger("apps.serve")
 
 
 # --------------------------------------------------------------------------- request bodies
@@ -215,62 +213,10 @@ def create_app(*, predictor: Predictor, store: FeedbackStore, anonymize: Anonymi
     return app
 
 
-# --------------------------------------------------------------------------- wiring
-def build_anonymizer(clean: CleanParams) -> Anonymizer:
-    """The clean stage's presidio set-up (clean.*), as texts -> [(anonymized, n_replaced)].
-    The analyzer is built once (~1 s); each call anonymizes in this process (no worker pool)."""
-    from tuneline import pii
-
-    analyzer = pii.build_analyzer(clean.spacy_model)
-
-    def anonymize(texts: list[str]) -> list[tuple[str, int]]:
-        out = pii.anonymize_batch(texts, analyzer, entities=clean.pii_entities,
-                                  score_threshold=clean.pii_score_threshold, operator=clean.pii_operator,
-                                  salt=clean.pii_hash_salt, batch_size=clean.batch_size, n_process=1)
-        return [(a.text, len(a.replaced)) for a in out]
-
-    anonymize(["warm-up: a bad clean.pii_entities fails here, at start-up"])
-    return anonymize
-
-
-def load_model(path: str | Path, version: str, cache_dir: str | Path | None = None) -> Predictor:
-    """A model folder (finetuned/ [+ calibrated/]) or a compressed variant folder
-    (${paths.models}/compressed/<name>/: variant.json, weights, its own calibrator/)."""
-    path = Path(path)
-    if not (path / "variant.json").exists():
-        return Predictor.load(path, version, cache_dir=cache_dir)
-    from tuneline.calibration import load_calibrator
-    from tuneline.compression import load_variant
-
-    v = load_variant(path)
-    calibrator = load_calibrator(path / "calibrator") if (path / "calibrator" / "calibrator.json").exists() else None
-    return Predictor(version=version, labels=v.labels, max_length=v.max_length, model=v.model, tokenizer=v.tokenizer,
-                     calibrator=calibrator, meta=dict(v.info))
-
-
-def production_loader(params: Params) -> tuple[Callable[[], Predictor], Callable[[], str | None]]:
-    registry = Registry(params.paths.registry)
-
-    def version() -> str | None:
-        rec = registry.production()
-        return rec["version"] if rec else None
-
-    def load() -> Predictor:
-        rec = registry.production()
-        if rec is None:
-            raise FileNotFoundError(f"{registry.pointer}: no production model yet. Run one retraining "
-                                    "(python -m flows.retrain run) or pass --model DIR")
-        return Predictor.load(registry.version_dir(rec["version"]), rec["version"], cache_dir=params.paths.cache)
-
-    return load, version
-
 
 def main(argv: list[str] | None = None) -> None:
-    from tuneline.logs import setup_logging
-    from tuneline.params import load_params
-
     setup_logging()
-    ap = argparse.ArgumentParser(prog="python -m tuneline.serve", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m apps.serve", description=__doc__.split("\n")[0])
     ap.add_argument("--model", help="serve this model folder (finetuned/ [+ calibrated/]) or compressed variant "
                                     "folder instead of production")
     args = ap.parse_args(argv)
@@ -280,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(p.threads)
-    load, version = production_loader(params)
+    load, version = production_loader(params.paths.registry, params.paths.cache)
     if args.model:
         predictor = load_model(args.model, Path(args.model).name, cache_dir=params.paths.cache)
         load = None

@@ -66,7 +66,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def anonymize():
-    from tuneline.serve import build_anonymizer
+    from tuneline.deploy.serving import build_anonymizer
 
     # presidio's pattern recognizers (no spaCy NER: PERSON/LOCATION need it, and it costs seconds)
     return build_anonymizer(CleanParams(spacy_model="none", pii_entities=["EMAIL_ADDRESS", "PHONE_NUMBER",
@@ -75,7 +75,7 @@ def anonymize():
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, tiny_model_dir, anonymize):
-    from tuneline.serve import create_app
+    from apps.serve import create_app
 
     root = tmp_path_factory.mktemp("serve")
     predictor = Predictor.load(build_model_folder(tiny_model_dir, root / "model"), "v0007")
@@ -185,7 +185,7 @@ def test_feedback_is_anonymized_validated_and_idempotent(api):
 def test_feedback_off_without_a_token(tmp_path, tiny_model_dir):
     from fastapi.testclient import TestClient
 
-    from tuneline.serve import create_app
+    from apps.serve import create_app
 
     predictor = Predictor.load(build_model_folder(tiny_model_dir, tmp_path / "m"), "v1")
     with FeedbackStore(default_url(tmp_path)) as store:
@@ -233,12 +233,12 @@ def test_concurrent_feedback_every_accepted_post_stored_once(api):
 
 
 def test_a_compressed_variant_loads_for_serving(tmp_path, tiny_model_dir):
-    """`python -m tuneline.serve --model models/compressed/<variant>`: an int8 variant with its calibrator."""
+    """`python -m apps.serve --model models/compressed/<variant>`: an int8 variant with its calibrator."""
     from tuneline.calibration import Calibrator
     from tuneline.compression import save_variant
     from tuneline.models import load_finetuned
     from tuneline.quantization import quantize_int8
-    from tuneline.serve import load_model
+    from tuneline.deploy.serving import load_model
 
     ft = load_finetuned(build_model_folder(tiny_model_dir, tmp_path / "m") / "finetuned")
     info = {"name": "int8", "kind": "quantize", "source": "teacher", "labels": LABELS, "max_length": 64,

@@ -1,0 +1,1 @@
+"""Runnable applications outside the library (run as `python -m apps.<name>`)."""

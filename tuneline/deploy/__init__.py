@@ -1,0 +1,1 @@
+"""Deployment pieces the server imports: model loading, production loader, feedback anonymizer."""
