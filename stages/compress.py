@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from tuneline.errors import UserError, run_main
 from tuneline import figures
 from tuneline.calibration import fit_calibrator, load_calibrated
 from tuneline.compression import load_variant, save_variant, weights_bytes
@@ -75,7 +76,7 @@ RELOAD_CHECK_ROWS = 256
 SUMMARY_KEYS = ("macro_f1", "accuracy", "ece", "nll", "brier", "roc_auc", "pr_auc")
 
 
-class CompressError(ValueError):
+class CompressError(UserError, ValueError):
     pass
 
 
@@ -375,4 +376,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tuneline.errors import UserError, run_main
 from tuneline import figures
 from tuneline.calibration import load_calibrated, softmax
 from tuneline.inference import predict_logits
@@ -38,7 +39,7 @@ HEADLINE = ("accuracy", "macro_f1", "ece", "nll", "brier", "roc_auc", "pr_auc")
 CALIBRATION_KEYS = ("accuracy", "macro_f1", "ece", "ece_adaptive", "mce", "brier", "nll", "mean_confidence")
 
 
-class EvaluateError(ValueError):
+class EvaluateError(UserError, ValueError):
     pass
 
 
@@ -238,4 +239,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from tuneline.errors import run_main
 from tuneline.assets import tree_sha256
 from tuneline.gate import comparable_rows, decide
 from tuneline.logs import setup_logging
@@ -86,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

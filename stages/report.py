@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tuneline.errors import UserError, run_main
 from tuneline import figures
 from tuneline.logs import setup_logging
 from tuneline.metrics import LOWER_IS_BETTER
@@ -58,7 +59,7 @@ METRIC_NAMES = {
 }
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     pass
 
 
@@ -901,4 +902,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

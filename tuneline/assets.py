@@ -25,9 +25,10 @@ import zipfile
 from pathlib import Path
 
 from tuneline.params import HubSource, LocalSource, PypiSource
+from tuneline.errors import UserError
 
 
-class AssetError(RuntimeError):
+class AssetError(UserError, RuntimeError):
     """A source could not be resolved: missing, offline, unreachable or failing its checksum."""
 
 

@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+from tuneline.errors import UserError
 
 
-class DistillationError(ValueError):
+class DistillationError(UserError, ValueError):
     """A student cannot be built or trained as asked."""
 
 
