@@ -236,6 +236,8 @@ def feedback_dataset(p: CollectParams, paths: Paths) -> list[DatasetSpec]:
     if not snapshot.exists():
         log.warning("feedback: %s does not exist (run `dvc repro snapshot`); collecting without feedback", snapshot)
         return []
+    if not snapshot.read_bytes().strip():
+        return []  # no feedback yet: nothing to add (an empty user file, by contrast, is an error)
     return [DatasetSpec(name="feedback", source=LocalSource(path=str(snapshot)), format="jsonl")]
 
 
