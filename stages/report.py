@@ -11,8 +11,8 @@ Writes: reports/index.html (self-contained: inline CSS, figures as data URIs, no
 Params: base, paths, report      Run: dvc repro report   (or: python -m stages.report)
 
 evaluate.json is required (the report is about the evaluated model). Any other missing input gives
-its section a red "Not available: <file> is missing (run: dvc repro <stage>)" callout, and is
-logged and returned in `missing`. The comparison flags a headline metric as a regression when it
+its section a red "Not available: <file> is missing (run: dvc repro <stage>)" callout; the summary
+lists them, and they are logged and returned in `missing`. The comparison flags a headline metric as a regression when it
 is worse than the baseline by more than report.regression_tolerance (absolute), and says whether
 the baseline value lies outside the new 95% interval. The git baseline is not a DVC dependency:
 after a commit, run `dvc repro -f report` (or any upstream change) to compare against the new HEAD.

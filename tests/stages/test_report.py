@@ -312,6 +312,8 @@ def test_a_missing_upstream_file_is_marked_in_its_section(real, tmp_path):
     assert_in("data", text["data"], f"Not available: {metrics / 'clean.json'} is missing (run: dvc repro clean).",
               f"rows read {fmt(upstream(real, 'metrics/collect.json')['rows_read'])}")  # the rest is still there
     assert page.count('<div class="callout bad">Not available:') == 2
+    assert_in("summary", text["summary"], "Incomplete report: 3 upstream files missing (clean, compress, "
+              "compress_tradeoff); each is named in its section.")
     assert not (tmp_path / "run/reports/figures/compression.png").exists()
 
 

@@ -148,9 +148,11 @@ def summary_section(inp: Inputs, comparison: list[dict] | None, baseline_note: s
                                 "See 'Comparison with the previous run'.", "bad"))
     else:
         s.blocks.append(Callout(f"No regression against the previous run ({baseline_note}).", "good"))
-    if inp.calibrate is None:
-        s.blocks.append(inp.absent("calibrate"))
-    elif inp.calibrate["temperature_at_bound"]:
+    if inp.missing:
+        n = len(inp.missing)
+        s.blocks.append(Callout(f"Incomplete report: {n} upstream file{'s' * (n > 1)} missing "
+                                f"({', '.join(inp.missing)}); each is named in its section.", "bad"))
+    if inp.calibrate and inp.calibrate["temperature_at_bound"]:
         s.blocks.append(Callout("The temperature fit ended on its search bound: the val split may be too small "
                                 "or separated perfectly; treat the calibration with care.", "warn"))
     return s
