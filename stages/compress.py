@@ -10,7 +10,7 @@ Run: dvc repro compress   (or: python -m stages.compress)
 The fine-tuned, calibrated model is the teacher. Each variant in compress.variants is built
 from it (a quantize variant may start from an earlier variant), saved, loaded back from disk,
 calibrated like the teacher (same calibrate.method, fitted on the val split) and scored on the
-test split with tuneline.metrics.classification_metrics, the evaluate stage's code. Then the
+test split with tuneline.evaluate.scoring, the evaluate stage's code. Then the
 teacher and every reloaded variant are timed in one process, interleaved (tuneline.speed):
 p50/p95 ms per example at batch 1 and examples/s at batch 32. Ratios are variant / teacher:
 f1_ratio_vs_teacher, speedup_vs_teacher (batch-32 throughput), size_ratio_vs_teacher (weights on
@@ -39,9 +39,11 @@ from torch import nn
 from tuneline import figures
 from tuneline.calibration import fit_calibrator, load_calibrated
 from tuneline.compression import load_variant, save_variant, weights_bytes
-from tuneline.distillation import Encoded, encode, every_other_layer, fine_tune, length_batches, logits_of, make_student
+from tuneline.distillation import every_other_layer, make_student, train_with_kd
+from tuneline.evaluate.scoring import score_logits
+from tuneline.inference import Tokenized, logits, tokenize
 from tuneline.logs import seed_everything, setup_logging
-from tuneline.metrics import class_ids, classification_metrics
+from tuneline.metrics import class_ids
 from tuneline.models import build_classifier, count_parameters, load_finetuned
 from tuneline.params import (
     BaseParams,
@@ -57,6 +59,7 @@ from tuneline.pruning import head_importance, heads_to_remove, magnitude_prune, 
 from tuneline.quantization import quantize_int8
 from tuneline.records import read_parquet, replace_dir, write_atomic, write_json
 from tuneline.speed import benchmark
+from tuneline.train.loop import epoch_batches
 
 log = logging.getLogger("tuneline.compress")
 
@@ -84,17 +87,17 @@ def _teacher_layers(model: nn.Module) -> int:
     return int(model.config.num_hidden_layers)
 
 
-def build_distilled(v: DistillVariant, teacher: nn.Module, init: nn.Module, enc: Encoded, y: np.ndarray,
+def build_distilled(v: DistillVariant, teacher: nn.Module, init: nn.Module, enc: Tokenized, y: np.ndarray,
                     t_logits: np.ndarray, seed: int) -> tuple[nn.Module, dict]:
     layers = v.layers if v.layers is not None else every_other_layer(_teacher_layers(init))
     student = make_student(init, layers)
-    stats = fine_tune(student, enc, y, teacher_logits=t_logits, teacher=teacher if v.hidden_weight > 0 else None,
-                      epochs=v.epochs, batch_size=v.batch_size, learning_rate=v.lr, temperature=v.temperature,
-                      kd_weight=v.kd_weight, hidden_weight=v.hidden_weight, seed=seed, desc=f"distill {v.name}")
+    stats = train_with_kd(student, enc, y, teacher_logits=t_logits, teacher=teacher if v.hidden_weight > 0 else None,
+                          epochs=v.epochs, batch_size=v.batch_size, learning_rate=v.lr, temperature=v.temperature,
+                          kd_weight=v.kd_weight, hidden_weight=v.hidden_weight, seed=seed, desc=f"distill {v.name}")
     return student, {"format": "hf", "teacher_layers": layers, "layers": len(layers), "train": stats}
 
 
-def build_pruned(v: PruneVariant, teacher: nn.Module, enc: Encoded, y: np.ndarray, t_logits: np.ndarray,
+def build_pruned(v: PruneVariant, teacher: nn.Module, enc: Tokenized, y: np.ndarray, t_logits: np.ndarray,
                  seed: int) -> tuple[nn.Module, dict]:
     import copy
 
@@ -104,16 +107,15 @@ def build_pruned(v: PruneVariant, teacher: nn.Module, enc: Encoded, y: np.ndarra
         magnitude_prune(model, v.amount)
         info["format"] = "hf"
     else:
-        rng = np.random.default_rng(seed)
-        batches = length_batches([len(x) for x in enc.input_ids], v.batch_size, rng)[: v.importance_batches]
+        batches = epoch_batches(enc.lengths, None, v.batch_size, seed, 0)[: v.importance_batches]
         imp = head_importance(model, [(enc.batch(idx), torch.tensor(y[idx])) for idx in batches])
         kept = {str(li): hs for li, hs in remove_heads(model, heads_to_remove(imp, v.amount)).items()}
         info.update(format="heads", kept_heads=kept, heads_kept=sum(len(h) for h in kept.values()),
                     heads_total=sum(len(x) for x in imp), importance=[np.round(x, 4).tolist() for x in imp])
     if v.recovery_epochs > 0:
-        info["train"] = fine_tune(model, enc, y, teacher_logits=t_logits, epochs=v.recovery_epochs,
-                                  batch_size=v.batch_size, learning_rate=v.lr, temperature=v.temperature,
-                                  kd_weight=v.kd_weight, seed=seed, desc=f"recover {v.name}")
+        info["train"] = train_with_kd(model, enc, y, teacher_logits=t_logits, epochs=v.recovery_epochs,
+                                      batch_size=v.batch_size, learning_rate=v.lr, temperature=v.temperature,
+                                      kd_weight=v.kd_weight, seed=seed, desc=f"recover {v.name}")
     make_permanent(model)
     return model, info
 
@@ -123,19 +125,16 @@ def n_params(model: nn.Module) -> int:
 
 
 # --------------------------------------------------------------------------- scoring
-def score(name: str, model: nn.Module, enc_val: Encoded, enc_test: Encoded, y_val: np.ndarray, y_test: np.ndarray,
-          cal: CalibrateParams, labels: list[str], p: CompressParams, seed: int,
-          calibrator=None) -> tuple[dict, np.ndarray]:
-    """Calibrate on val (same method as the teacher) and score on test; returns (metrics, test logits)."""
-    val_logits = logits_of(model, enc_val, p.eval_batch_size, desc=f"val {name}")
-    test_logits = logits_of(model, enc_test, p.eval_batch_size, desc=f"test {name}")
+def score(model: nn.Module, enc_val: Tokenized, enc_test: Tokenized, y_val: np.ndarray, y_test: np.ndarray,
+          cal: CalibrateParams, labels: list[str], p: CompressParams, seed: int, calibrator=None) -> dict:
+    """Calibrate on val (same method as the teacher, unless given its calibrator) and score on test
+    with tuneline.evaluate.scoring, the evaluate stage's code; the metrics hold the calibrator."""
     if calibrator is None:
-        calibrator = fit_calibrator(cal.method, val_logits, y_val, vector_l2=cal.vector_l2,
-                                    isotonic_floor=cal.isotonic_floor)
-    probs = calibrator.transform(test_logits)
-    m = classification_metrics(y_test, probs, labels, n_bootstrap=p.n_bootstrap, seed=seed, n_bins=cal.n_bins)
-    m["calibrator"] = calibrator
-    return m, test_logits
+        calibrator = fit_calibrator(cal.method, logits(model, enc_val, p.eval_batch_size), y_val,
+                                    vector_l2=cal.vector_l2, isotonic_floor=cal.isotonic_floor)
+    m = score_logits(logits(model, enc_test, p.eval_batch_size), y_test, labels, calibrator,
+                     n_bootstrap=p.n_bootstrap, seed=seed, n_bins=cal.n_bins).metrics
+    return {**m, "calibrator": calibrator}
 
 
 def _summary(m: dict) -> dict:
@@ -209,14 +208,14 @@ def _run(p: CompressParams, cal: CalibrateParams, base: BaseParams, paths: Paths
         train = train.sample(n=p.train_limit, random_state=base.seed).reset_index(drop=True)
     y = {n: class_ids(df["label"].to_numpy(), labels) for n, df in (("train", train), ("val", splits["val"]),
                                                                      ("test", splits["test"]))}
-    enc = {"train": encode(tok, train["text"].tolist(), max_length),
-           "val": encode(tok, splits["val"]["text"].tolist(), max_length),
-           "test": encode(tok, splits["test"]["text"].tolist(), max_length)}
+    enc = {"train": tokenize(tok, train["text"].tolist(), max_length),
+           "val": tokenize(tok, splits["val"]["text"].tolist(), max_length),
+           "test": tokenize(tok, splits["test"]["text"].tolist(), max_length)}
 
     # the teacher: its own calibrator (models/calibrated), its logits once for every distillation
-    t_metrics, _ = score("teacher", teacher, enc["val"], enc["test"], y["val"], y["test"], cal, labels, p,
-                              base.seed, calibrator=teacher_cal)
-    t_train = logits_of(teacher, enc["train"], p.eval_batch_size, desc="teacher logits (train)")
+    t_metrics = score(teacher, enc["val"], enc["test"], y["val"], y["test"], cal, labels, p, base.seed,
+                      calibrator=teacher_cal)
+    t_train = logits(teacher, enc["train"], p.eval_batch_size)
     teacher_row = {"name": "teacher", "kind": "teacher", "method": ft.meta.get("method"), **_summary(t_metrics),
                    "size_mb": teacher_bytes(ft, finetuned_dir, paths) / 1e6, "params": n_params(teacher),
                    "layers": _teacher_layers(teacher) if merged else None, "calibration": teacher_cal.method}
@@ -265,8 +264,8 @@ def _run(p: CompressParams, cal: CalibrateParams, base: BaseParams, paths: Paths
                 source = v.source
             # what is about to be saved, measured in memory on (up to) RELOAD_CHECK_ROWS test rows, so
             # the model loaded back from disk can be checked against it
-            check = Encoded(enc["test"].input_ids[:RELOAD_CHECK_ROWS], enc["test"].pad_id)
-            ref_logits = logits_of(model, check, p.eval_batch_size)
+            check = enc["test"].head(RELOAD_CHECK_ROWS)
+            ref_logits = logits(model, check, p.eval_batch_size)
             fp = fp32.get(source if v.kind == "quantize" else v.name)
             sp = sparsity(fp)
             info = {"name": v.name, "kind": v.kind, "source": source, "labels": labels, "max_length": max_length,
@@ -274,12 +273,11 @@ def _run(p: CompressParams, cal: CalibrateParams, base: BaseParams, paths: Paths
                     "sparsity": sp, **{k: details[k] for k in ("format", "kept_heads", "quantization") if k in details}}
             save_variant(model, tok, tmp / v.name, info)
             loaded = load_variant(tmp / v.name)  # everything below is measured on the reloaded model
-            m, _ = score(v.name, loaded.model, enc["val"], enc["test"], y["val"], y["test"], cal, labels, p,
-                                   base.seed)
+            m = score(loaded.model, enc["val"], enc["test"], y["val"], y["test"], cal, labels, p, base.seed)
             m["calibrator"].save(tmp / v.name / "calibrator")
             # same rows in the same batches: dynamic int8 quantizes activations per batch, so its
             # logits depend on which texts share a batch
-            reload_logits = logits_of(loaded.model, check, p.eval_batch_size)
+            reload_logits = logits(loaded.model, check, p.eval_batch_size)
             same = bool((reload_logits.argmax(1) == ref_logits.argmax(1)).all())
             if not same:
                 raise CompressError(f"{v.name}: the model loaded back from {tmp / v.name} predicts differently from "
