@@ -34,7 +34,7 @@ GATE_METRICS = ("accuracy", "macro_f1", "ece", "nll")
 
 
 def score(pred: Predictor, frame, labels, batch_size: int) -> dict | None:
-    """Headline metrics of a model (its calibrated probabilities) on a frame with text/label columns; None for no rows."""
+    """Headline metrics of a model (calibrated probabilities) on a frame with text/label columns; None: no rows."""
     if frame is None or len(frame) == 0:
         return None
     if list(pred.labels) != list(labels):

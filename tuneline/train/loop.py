@@ -174,7 +174,8 @@ def setup_device(s: LoopSettings) -> tuple[torch.device, bool]:
     return device, use_bf16(s.precision, device)
 
 
-def setup_model(model: nn.Module, s: LoopSettings, device: torch.device) -> tuple[dict[str, nn.Parameter], set[str], int]:
+def setup_model(model: nn.Module, s: LoopSettings,
+                device: torch.device) -> tuple[dict[str, nn.Parameter], set[str], int]:
     """Move the model; (its named parameters, the names that train after freezing, its depth)."""
     model.to(device)
     n_layers = encoder_depth(model)
