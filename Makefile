@@ -17,7 +17,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED = false
 export DO_NOT_TRACK = 1
 export HF_HUB_DISABLE_TELEMETRY = 1
 
-.PHONY: setup run test test-all bench clean-venv
+.PHONY: setup browser run test test-all bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,10 +32,23 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/dvc repro
 
-test: setup
+# The report tests render HTML in a real headless browser: Debian's chromium. Installed here when
+# missing (needs root and apt-get, ~1 min); otherwise say what to install instead of failing mid-run.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (Debian package) for the HTML report tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || { echo "error: could not install chromium with apt-get; install it and run make test again" >&2; exit 1; }; \
+	  else \
+	    echo "error: the tests need the chromium browser: run 'sudo apt-get install chromium' (Debian/Ubuntu), then make test" >&2; \
+	    exit 1; \
+	  fi; }
+
+test: setup browser
 	$(BIN)/python -m pytest
 
-test-all: setup
+test-all: setup browser
 	$(BIN)/python -m pytest -m "slow or not slow"
 
 clean-venv:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tuneline.errors import UserError, run_main
 from tuneline import figures
 from tuneline.calibration import fit_calibrator, save_calibrated, softmax
 from tuneline.inference import predict_logits
@@ -34,7 +35,7 @@ log = logging.getLogger("tuneline.calibrate")
 CALIBRATION_KEYS = ("ece", "ece_adaptive", "mce", "brier", "nll", "accuracy", "mean_confidence")
 
 
-class CalibrateError(ValueError):
+class CalibrateError(UserError, ValueError):
     pass
 
 
@@ -118,4 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

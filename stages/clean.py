@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from tuneline.errors import UserError, run_main
 from tuneline import pii
 from tuneline.logs import setup_logging
 from tuneline.params import BaseParams, CleanParams, Paths, load_params
@@ -36,7 +37,7 @@ log = logging.getLogger("tuneline.clean")
 STAGE = "clean"
 
 
-class CleanError(ValueError):
+class CleanError(UserError, ValueError):
     """The input or the settings cannot be cleaned at all: says what, where and the fix."""
 
 
@@ -160,4 +161,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -15,6 +15,7 @@ Per source: rows_read = rows_kept + duplicates + rejected.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tuneline.errors import UserError, run_main
 from tuneline import assets
 from tuneline.logs import setup_logging
 from tuneline.params import BaseParams, CollectParams, DatasetSpec, LocalSource, Paths, load_params
@@ -32,7 +34,7 @@ from tuneline.records import RECORD_COLUMNS, record_id, rejects_frame, write_jso
 log = logging.getLogger("tuneline.collect")
 
 
-class CollectError(ValueError):
+class CollectError(UserError, ValueError):
     """A source cannot be read at all (missing file, missing column): names the file and the fix."""
 
 
@@ -61,8 +63,22 @@ def _has_bad_bytes(s: str) -> bool:
 
 
 # --------------------------------------------------------------------------- readers
+def _decode(path: Path, spec: DatasetSpec) -> str:
+    """The file's text; a UTF-8 byte-order mark (what spreadsheet programs export) is dropped, CRLF is read
+    by the csv/jsonl readers, bytes that do not decode stay escaped and are quarantined per row."""
+    try:
+        encoding = "utf-8-sig" if codecs.lookup(spec.encoding).name == "utf-8" else spec.encoding
+    except LookupError:
+        raise CollectError(f"dataset {spec.name!r}: unknown encoding {spec.encoding!r} in params.yaml "
+                           "(use a Python codec name such as utf-8 or latin-1)") from None
+    raw = path.read_bytes().decode(encoding, errors="surrogateescape")
+    if not raw.strip():
+        raise CollectError(f"{path}: empty file; dataset {spec.name!r} needs a header row and data rows")
+    return raw
+
+
 def read_csv(path: Path, spec: DatasetSpec) -> Rows:
-    raw = path.read_bytes().decode(spec.encoding, errors="surrogateescape")
+    raw = _decode(path, spec)
     reader = csv.reader(io.StringIO(raw, newline=""), delimiter=spec.delimiter)
     try:
         header = next(reader)
@@ -90,11 +106,14 @@ def read_csv(path: Path, spec: DatasetSpec) -> Rows:
         _add(out, line, fields[idx[0]], fields[idx[1]], spec, path)
         if spec.limit and len(out.good) >= spec.limit:
             break
+    if not out.good and not out.bad:
+        raise CollectError(f"{path}: header only, no data rows (header is {header}); add rows or remove the file "
+                           f"from dataset {spec.name!r}")
     return out
 
 
 def read_jsonl(path: Path, spec: DatasetSpec) -> Rows:
-    raw = path.read_bytes().decode(spec.encoding, errors="surrogateescape")
+    raw = _decode(path, spec)
     out = Rows()
     seen_columns = False
     for line_no, line in enumerate(raw.splitlines(), start=1):
@@ -217,6 +236,8 @@ def feedback_dataset(p: CollectParams, paths: Paths) -> list[DatasetSpec]:
     if not snapshot.exists():
         log.warning("feedback: %s does not exist (run `dvc repro snapshot`); collecting without feedback", snapshot)
         return []
+    if not snapshot.read_bytes().strip():
+        return []  # no feedback yet: nothing to add (an empty user file, by contrast, is an error)
     return [DatasetSpec(name="feedback", source=LocalSource(path=str(snapshot)), format="jsonl")]
 
 
@@ -285,4 +306,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -10,7 +10,7 @@ Run: dvc repro compress   (or: python -m stages.compress)
 The fine-tuned, calibrated model is the teacher. Each variant in compress.variants is built
 from it (a quantize variant may start from an earlier variant), saved, loaded back from disk,
 calibrated like the teacher (same calibrate.method, fitted on the val split) and scored on the
-test split with tuneline.metrics.classification_metrics, the evaluate stage's code. Then the
+test split with tuneline.evaluate.scoring, the evaluate stage's code. Then the
 teacher and every reloaded variant are timed in one process, interleaved (tuneline.speed):
 p50/p95 ms per example at batch 1 and examples/s at batch 32. Ratios are variant / teacher:
 f1_ratio_vs_teacher, speedup_vs_teacher (batch-32 throughput), size_ratio_vs_teacher (weights on
@@ -32,148 +32,36 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
-from tuneline import figures
-from tuneline.calibration import fit_calibrator, load_calibrated
-from tuneline.compression import load_variant, save_variant, weights_bytes
-from tuneline.distillation import Encoded, encode, every_other_layer, fine_tune, length_batches, logits_of, make_student
-from tuneline.logs import seed_everything, setup_logging
-from tuneline.metrics import class_ids, classification_metrics
-from tuneline.models import build_classifier, count_parameters, load_finetuned
-from tuneline.params import (
-    BaseParams,
-    CalibrateParams,
-    CompressParams,
-    DistillVariant,
-    Paths,
-    PruneVariant,
-    QuantizeVariant,
-    load_params,
+from tuneline.errors import UserError, run_main
+from tuneline.calibration import load_calibrated
+from tuneline.compress.variants import (
+    base_dir, build_distilled, build_pruned, check_targets, n_params, order, score, summary, teacher_bytes,
+    teacher_layers, write_plots,
 )
-from tuneline.pruning import head_importance, heads_to_remove, magnitude_prune, make_permanent, remove_heads, sparsity
+from tuneline.compression import load_variant, save_variant, weights_bytes
+from tuneline.inference import logits, tokenize
+from tuneline.logs import seed_everything, setup_logging
+from tuneline.metrics import class_ids
+from tuneline.models import build_classifier, load_finetuned
+from tuneline.params import (
+    BaseParams, CalibrateParams, CompressParams, DistillVariant, Paths, PruneVariant, QuantizeVariant, load_params,
+)
+from tuneline.pruning import sparsity
 from tuneline.quantization import quantize_int8
-from tuneline.records import read_parquet, replace_dir, write_atomic, write_json
+from tuneline.records import read_parquet, replace_dir, write_json
 from tuneline.speed import benchmark
 
 log = logging.getLogger("tuneline.compress")
 
-# The issue's acceptance targets (#5), checked on every run and reported met or missed:
-# (variant kind, condition on the variant, metric, comparison, threshold)
-TARGETS = (
-    ("distill", "3 layers", "f1_ratio_vs_teacher", ">=", 0.97),
-    ("distill", "3 layers", "speedup_vs_teacher", ">=", 1.8),
-    ("quantize", "source teacher", "f1_drop_points", "<=", 1.0),
-    ("quantize", "source teacher", "speedup_vs_teacher", ">=", 1.5),
-    ("quantize", "source teacher", "size_ratio_vs_teacher", "<=", 0.5),
-    ("prune", "magnitude, 50%", "f1_drop_points", "<=", 1.0),
-)
 RELOAD_CHECK_ROWS = 256
 """Test rows on which a reloaded variant must predict exactly as the model that was saved."""
-SUMMARY_KEYS = ("macro_f1", "accuracy", "ece", "nll", "brier", "roc_auc", "pr_auc")
 
 
-class CompressError(ValueError):
+class CompressError(UserError, ValueError):
     pass
-
-
-# --------------------------------------------------------------------------- building variants
-def _teacher_layers(model: nn.Module) -> int:
-    return int(model.config.num_hidden_layers)
-
-
-def build_distilled(v: DistillVariant, teacher: nn.Module, init: nn.Module, enc: Encoded, y: np.ndarray,
-                    t_logits: np.ndarray, seed: int) -> tuple[nn.Module, dict]:
-    layers = v.layers if v.layers is not None else every_other_layer(_teacher_layers(init))
-    student = make_student(init, layers)
-    stats = fine_tune(student, enc, y, teacher_logits=t_logits, teacher=teacher if v.hidden_weight > 0 else None,
-                      epochs=v.epochs, batch_size=v.batch_size, learning_rate=v.lr, temperature=v.temperature,
-                      kd_weight=v.kd_weight, hidden_weight=v.hidden_weight, seed=seed, desc=f"distill {v.name}")
-    return student, {"format": "hf", "teacher_layers": layers, "layers": len(layers), "train": stats}
-
-
-def build_pruned(v: PruneVariant, teacher: nn.Module, enc: Encoded, y: np.ndarray, t_logits: np.ndarray,
-                 seed: int) -> tuple[nn.Module, dict]:
-    import copy
-
-    model = copy.deepcopy(teacher)
-    info: dict[str, Any] = {"method": v.method, "amount": v.amount}
-    if v.method == "magnitude":
-        magnitude_prune(model, v.amount)
-        info["format"] = "hf"
-    else:
-        rng = np.random.default_rng(seed)
-        batches = length_batches([len(x) for x in enc.input_ids], v.batch_size, rng)[: v.importance_batches]
-        imp = head_importance(model, [(enc.batch(idx), torch.tensor(y[idx])) for idx in batches])
-        kept = {str(li): hs for li, hs in remove_heads(model, heads_to_remove(imp, v.amount)).items()}
-        info.update(format="heads", kept_heads=kept, heads_kept=sum(len(h) for h in kept.values()),
-                    heads_total=sum(len(x) for x in imp), importance=[np.round(x, 4).tolist() for x in imp])
-    if v.recovery_epochs > 0:
-        info["train"] = fine_tune(model, enc, y, teacher_logits=t_logits, epochs=v.recovery_epochs,
-                                  batch_size=v.batch_size, learning_rate=v.lr, temperature=v.temperature,
-                                  kd_weight=v.kd_weight, seed=seed, desc=f"recover {v.name}")
-    make_permanent(model)
-    return model, info
-
-
-def n_params(model: nn.Module) -> int:
-    return count_parameters(model)[1]
-
-
-# --------------------------------------------------------------------------- scoring
-def score(name: str, model: nn.Module, enc_val: Encoded, enc_test: Encoded, y_val: np.ndarray, y_test: np.ndarray,
-          cal: CalibrateParams, labels: list[str], p: CompressParams, seed: int,
-          calibrator=None) -> tuple[dict, np.ndarray]:
-    """Calibrate on val (same method as the teacher) and score on test; returns (metrics, test logits)."""
-    val_logits = logits_of(model, enc_val, p.eval_batch_size, desc=f"val {name}")
-    test_logits = logits_of(model, enc_test, p.eval_batch_size, desc=f"test {name}")
-    if calibrator is None:
-        calibrator = fit_calibrator(cal.method, val_logits, y_val, vector_l2=cal.vector_l2,
-                                    isotonic_floor=cal.isotonic_floor)
-    probs = calibrator.transform(test_logits)
-    m = classification_metrics(y_test, probs, labels, n_bootstrap=p.n_bootstrap, seed=seed, n_bins=cal.n_bins)
-    m["calibrator"] = calibrator
-    return m, test_logits
-
-
-def _summary(m: dict) -> dict:
-    out = {k: m[k] for k in SUMMARY_KEYS if k in m}
-    if "ci" in m and "macro_f1" in m["ci"]:
-        out["macro_f1_ci"] = [m["ci"]["macro_f1"]["low"], m["ci"]["macro_f1"]["high"]]
-    return out
-
-
-def check_targets(variants: list[dict]) -> list[dict]:
-    out = []
-    for kind, condition, metric, op, threshold in TARGETS:
-        for v in variants:
-            if v.get("kind") != kind or v.get("skipped"):
-                continue
-            d = v.get("details", {})
-            if kind == "distill" and d.get("layers") != 3:
-                continue
-            if kind == "quantize" and v.get("source") != "teacher":
-                continue
-            if kind == "prune" and not (d.get("method") == "magnitude" and abs(d.get("amount", 0) - 0.5) < 1e-9):
-                continue
-            value = v.get(metric)
-            met = value is not None and (value >= threshold if op == ">=" else value <= threshold)
-            out.append({"variant": v["name"], "kind": kind, "condition": condition, "metric": metric,
-                        "target": f"{op} {threshold}", "value": value, "met": bool(met)})
-    return out
-
-
-# --------------------------------------------------------------------------- output folder
-def write_plots(rows: list[dict], plots: Path) -> None:
-    cols = ["name", "kind", "macro_f1", "accuracy", "size_mb", "params", "latency_ms_p50", "latency_ms_p95",
-            "throughput_b32"]
-    df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
-    write_atomic(plots / "variants.csv", lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"))
-    png = figures.tradeoff_chart(rows, "macro_f1", ["size_mb", "latency_ms_p50", "throughput_b32"],
-                                 "Test macro-F1 against size on disk, batch-1 latency and batch-32 throughput")
-    write_atomic(plots / "tradeoff.png", lambda tmp: tmp.write_bytes(png))
 
 
 # --------------------------------------------------------------------------- the stage
@@ -209,17 +97,17 @@ def _run(p: CompressParams, cal: CalibrateParams, base: BaseParams, paths: Paths
         train = train.sample(n=p.train_limit, random_state=base.seed).reset_index(drop=True)
     y = {n: class_ids(df["label"].to_numpy(), labels) for n, df in (("train", train), ("val", splits["val"]),
                                                                      ("test", splits["test"]))}
-    enc = {"train": encode(tok, train["text"].tolist(), max_length),
-           "val": encode(tok, splits["val"]["text"].tolist(), max_length),
-           "test": encode(tok, splits["test"]["text"].tolist(), max_length)}
+    enc = {"train": tokenize(tok, train["text"].tolist(), max_length),
+           "val": tokenize(tok, splits["val"]["text"].tolist(), max_length),
+           "test": tokenize(tok, splits["test"]["text"].tolist(), max_length)}
 
     # the teacher: its own calibrator (models/calibrated), its logits once for every distillation
-    t_metrics, _ = score("teacher", teacher, enc["val"], enc["test"], y["val"], y["test"], cal, labels, p,
-                              base.seed, calibrator=teacher_cal)
-    t_train = logits_of(teacher, enc["train"], p.eval_batch_size, desc="teacher logits (train)")
-    teacher_row = {"name": "teacher", "kind": "teacher", "method": ft.meta.get("method"), **_summary(t_metrics),
-                   "size_mb": teacher_bytes(ft, finetuned_dir, paths) / 1e6, "params": n_params(teacher),
-                   "layers": _teacher_layers(teacher) if merged else None, "calibration": teacher_cal.method}
+    t_metrics = score(teacher, enc["val"], enc["test"], y["val"], y["test"], cal, labels, p, base.seed,
+                      calibrator=teacher_cal)
+    t_train = logits(teacher, enc["train"], p.eval_batch_size)
+    teacher_row = {"name": "teacher", "kind": "teacher", "method": ft.meta.get("method"), **summary(t_metrics),
+                   "size_mb": teacher_bytes(ft, finetuned_dir, paths.cache) / 1e6, "params": n_params(teacher),
+                   "layers": teacher_layers(teacher) if merged else None, "calibration": teacher_cal.method}
 
     out_parent = models_dir
     out_parent.mkdir(parents=True, exist_ok=True)
@@ -247,7 +135,7 @@ def _run(p: CompressParams, cal: CalibrateParams, base: BaseParams, paths: Paths
                     raise CompressError(f"compress.variants[{v.name}]: hidden_weight needs a teacher whose method "
                                         f"merges into its weights (full, lora, ia3), not {ft.meta.get('method')!r}; "
                                         "set hidden_weight: 0")
-                init = teacher if merged else build_classifier(_base_dir(ft, paths), labels)[0]
+                init = teacher if merged else build_classifier(base_dir(ft.meta, paths.cache), labels)[0]
                 model, details = build_distilled(v, teacher, init, enc["train"], y["train"], t_train, base.seed)
                 fp32[v.name], source = model, "teacher"
             elif isinstance(v, PruneVariant):
@@ -265,8 +153,8 @@ def _run(p: CompressParams, cal: CalibrateParams, base: BaseParams, paths: Paths
                 source = v.source
             # what is about to be saved, measured in memory on (up to) RELOAD_CHECK_ROWS test rows, so
             # the model loaded back from disk can be checked against it
-            check = Encoded(enc["test"].input_ids[:RELOAD_CHECK_ROWS], enc["test"].pad_id)
-            ref_logits = logits_of(model, check, p.eval_batch_size)
+            check = enc["test"].head(RELOAD_CHECK_ROWS)
+            ref_logits = logits(model, check, p.eval_batch_size)
             fp = fp32.get(source if v.kind == "quantize" else v.name)
             sp = sparsity(fp)
             info = {"name": v.name, "kind": v.kind, "source": source, "labels": labels, "max_length": max_length,
@@ -274,18 +162,17 @@ def _run(p: CompressParams, cal: CalibrateParams, base: BaseParams, paths: Paths
                     "sparsity": sp, **{k: details[k] for k in ("format", "kept_heads", "quantization") if k in details}}
             save_variant(model, tok, tmp / v.name, info)
             loaded = load_variant(tmp / v.name)  # everything below is measured on the reloaded model
-            m, _ = score(v.name, loaded.model, enc["val"], enc["test"], y["val"], y["test"], cal, labels, p,
-                                   base.seed)
+            m = score(loaded.model, enc["val"], enc["test"], y["val"], y["test"], cal, labels, p, base.seed)
             m["calibrator"].save(tmp / v.name / "calibrator")
             # same rows in the same batches: dynamic int8 quantizes activations per batch, so its
             # logits depend on which texts share a batch
-            reload_logits = logits_of(loaded.model, check, p.eval_batch_size)
+            reload_logits = logits(loaded.model, check, p.eval_batch_size)
             same = bool((reload_logits.argmax(1) == ref_logits.argmax(1)).all())
             if not same:
                 raise CompressError(f"{v.name}: the model loaded back from {tmp / v.name} predicts differently from "
                                     "the model that was saved; the saved variant would not be what was measured")
             timed[v.name] = (loaded.model, loaded.tokenizer)
-            row.update(source=source, **_summary(m), size_mb=weights_bytes(tmp / v.name) / 1e6,
+            row.update(source=source, **summary(m), size_mb=weights_bytes(tmp / v.name) / 1e6,
                        params=n_params(fp), sparsity=round(sp["prunable_sparsity"], 4),
                        sparsity_overall=round(sp["overall_sparsity"], 4), calibration=m["calibrator"].method,
                        reload_same_predictions=same,
@@ -315,7 +202,7 @@ def _run(p: CompressParams, cal: CalibrateParams, base: BaseParams, paths: Paths
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-    ordered = [_order(r) for r in rows]
+    ordered = [order(r) for r in rows]
     targets = check_targets(ordered)
     conditions = {**speed["conditions"], "shared_machine_note": "timings on a shared CPU are noisy; compare "
                   "variants only within one run (they were measured interleaved)",
@@ -339,34 +226,6 @@ def _run(p: CompressParams, cal: CalibrateParams, base: BaseParams, paths: Paths
     return result
 
 
-KEY_ORDER = ("name", "kind", "source", "macro_f1", "accuracy", "size_mb", "params", "sparsity", "latency_ms_p50",
-             "latency_ms_p95", "throughput_b32", "f1_ratio_vs_teacher", "f1_drop_points", "speedup_vs_teacher",
-             "latency_speedup_vs_teacher", "size_ratio_vs_teacher")
-
-
-def _order(row: dict) -> dict:
-    """Headline keys first (the report's table follows this order), details last."""
-    return {**{k: row[k] for k in KEY_ORDER if k in row}, **{k: v for k, v in row.items() if k not in KEY_ORDER}}
-
-
-def teacher_bytes(ft, finetuned_dir: Path, paths: Paths) -> int:
-    """Weights on disk of the teacher: its own folder, or (a method that does not merge) base + adapter."""
-    own = weights_bytes(finetuned_dir)
-    if own:
-        return own
-    adapter = sum(f.stat().st_size for f in (finetuned_dir / "adapter").rglob("*")
-                  if f.suffix in (".safetensors", ".bin"))
-    return weights_bytes(_base_dir(ft, paths)) + adapter
-
-
-def _base_dir(ft, paths: Paths) -> Path:
-    from pydantic import TypeAdapter
-
-    from tuneline.assets import resolve_model
-    from tuneline.params import Source
-
-    return resolve_model(TypeAdapter(Source).validate_python(ft.meta["base_source"]), paths.cache)
-
 
 def main() -> None:
     setup_logging()
@@ -375,4 +234,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tuneline.errors import UserError, run_main
 from tuneline import figures
-from tuneline.calibration import load_calibrated, softmax
-from tuneline.inference import predict_logits
+from tuneline.calibration import load_calibrated
+from tuneline.evaluate.scoring import score_logits, score_texts
 from tuneline.logs import setup_logging
 from tuneline.metrics import binary_curves, class_ids, classification_metrics, reliability_bins
 from tuneline.models import load_finetuned
@@ -34,11 +35,10 @@ from tuneline.params import BaseParams, CalibrateParams, EvaluateParams, Paths, 
 from tuneline.records import read_parquet, write_atomic, write_json
 
 log = logging.getLogger("tuneline.evaluate")
-HEADLINE = ("accuracy", "macro_f1", "ece", "nll", "brier", "roc_auc", "pr_auc")
 CALIBRATION_KEYS = ("accuracy", "macro_f1", "ece", "ece_adaptive", "mce", "brier", "nll", "mean_confidence")
 
 
-class EvaluateError(ValueError):
+class EvaluateError(UserError, ValueError):
     pass
 
 
@@ -139,14 +139,12 @@ def run(p: EvaluateParams, calibrate: CalibrateParams, base: BaseParams, paths: 
     if test.empty:
         raise EvaluateError("the test split is empty: raise split.test_fraction")
     y = class_ids(test["label"].to_numpy(), labels)
-    logits = predict_logits(ft.model, ft.tokenizer, test["text"].tolist(), int(ft.meta["max_length"]), p.batch_size)
-    raw, probs = softmax(logits), cal.transform(logits)
-
-    m = classification_metrics(
-        y, probs, labels, n_bootstrap=p.n_bootstrap, level=p.ci_level, seed=base.seed, n_bins=n_bins
-    )
-    before = classification_metrics(y, raw, labels, n_bootstrap=0, n_bins=n_bins)
-    headline = {k: m[k] for k in HEADLINE if k in m}
+    scored = score_texts(ft.model, ft.tokenizer, test["text"].tolist(), y, labels, cal,
+                         max_length=int(ft.meta["max_length"]), batch_size=p.batch_size, n_bootstrap=p.n_bootstrap,
+                         level=p.ci_level, seed=base.seed, n_bins=n_bins)
+    uncalibrated = score_logits(scored.logits, y, labels, None, n_bins=n_bins)
+    m, probs, before, raw = scored.metrics, scored.probs, uncalibrated.metrics, uncalibrated.probs
+    headline = scored.headline()
     out = {
         "split": "test",
         "rows": len(y),
@@ -238,4 +236,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

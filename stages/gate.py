@@ -19,16 +19,31 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from tuneline.errors import run_main
 from tuneline.assets import tree_sha256
+from tuneline.evaluate.scoring import score_texts
 from tuneline.gate import comparable_rows, decide
 from tuneline.logs import setup_logging
 from tuneline.params import BaseParams, GateParams, Paths, load_params
-from tuneline.predictor import Predictor, score
+from tuneline.predictor import Predictor
 from tuneline.records import read_json, read_parquet, write_json
 from tuneline.registry import Registry
 
 log = logging.getLogger("tuneline.gate")
 FEEDBACK_SOURCE = "feedback"
+GATE_METRICS = ("accuracy", "macro_f1", "ece", "nll")
+
+
+def score(pred: Predictor, frame, labels, batch_size: int) -> dict | None:
+    """Headline metrics of a model (calibrated probabilities) on a frame with text/label columns; None: no rows."""
+    if frame is None or len(frame) == 0:
+        return None
+    if list(pred.labels) != list(labels):
+        raise ValueError(f"model {pred.version} predicts {pred.labels}, but base.labels is {list(labels)}: "
+                         "a model trained on another label set cannot be compared")
+    m = score_texts(pred.model, pred.tokenizer, frame["text"].tolist(), frame["label"].tolist(), list(labels),
+                    pred.calibrator, max_length=pred.max_length, batch_size=batch_size).metrics
+    return {"n": int(len(frame)), **{k: float(m[k]) for k in GATE_METRICS if k in m}}
 
 
 def _scores(pred: Predictor, test, regression, labels, batch_size: int) -> dict:
@@ -86,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from tuneline.errors import run_main
 from tuneline.feedback import default_url, export_snapshot
 from tuneline.logs import setup_logging
 from tuneline.params import FeedbackParams, Paths, load_params
@@ -55,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

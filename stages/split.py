@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tuneline.errors import UserError, run_main
 from tuneline.logs import setup_logging
 from tuneline.params import BaseParams, Paths, SplitParams, load_params
 from tuneline.records import read_json, read_parquet, write_json, write_parquet
@@ -27,7 +28,7 @@ log = logging.getLogger("tuneline.split")
 SPLITS = ("train", "val", "test")
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     pass
 
 
@@ -111,4 +112,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tuneline.errors import UserError, run_main
 from tuneline import assets
 from tuneline.continual import production_init, replay_mix
 from tuneline.logs import seed_everything, setup_logging
@@ -39,7 +40,7 @@ from tuneline.training import fit
 log = logging.getLogger("tuneline.train")
 
 
-class TrainError(ValueError):
+class TrainError(UserError, ValueError):
     """The inputs cannot be trained on as configured: names what and how to fix it."""
 
 
@@ -170,4 +171,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

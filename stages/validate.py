@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from tuneline.errors import UserError, run_main
 from tuneline.logs import setup_logging
 from tuneline.params import BaseParams, Paths, ValidateParams, load_params
 from tuneline.records import read_parquet, write_json, write_text
@@ -25,7 +26,7 @@ from tuneline.validation import failure_message, render_html, validate_records
 log = logging.getLogger("tuneline.validate")
 
 
-class ValidationFailed(ValueError):
+class ValidationFailed(UserError, ValueError):
     """The records broke at least one expectation; the message names each one and example ids."""
 
 
@@ -55,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

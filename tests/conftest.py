@@ -3,6 +3,7 @@
 - `tiny_model_dir`: a 2-layer BERT (hidden 32) with a real WordPiece tokenizer, saved like a
   hub model folder, so every code path that loads a base model by path can use it.
 - `tiny_records`: a small labelled ham/spam-like dataset, enough rows per class to split.
+- `tiny_pipeline`: one real `dvc repro` of the whole DAG on tiny data, once per session.
 - `repo_root`: the repository root (tests never chdir into it).
 """
 
@@ -96,3 +97,12 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_records() -> pd.DataFrame:
     return make_texts(120)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory, tiny_model_dir):
+    """One real `dvc repro` of the whole DAG on tiny data (tests/tiny_repo.py), run once per session and
+    shared by the end-to-end tests and the report tests."""
+    from tests.tiny_repo import run_tiny_pipeline
+
+    return run_tiny_pipeline(tmp_path_factory.mktemp("tiny-pipeline"), tiny_model_dir)

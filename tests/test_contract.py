@@ -124,6 +124,8 @@ def test_stage_shape(name):
         calls = {c.func.id for c in ast.walk(fn) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
         if fname != "main":
             assert "load_params" not in calls, f"stages/{name}.py:{fname} reads params.yaml; only main() may"
+    assert 'if __name__ == "__main__":\n    run_main(main)' in src, (
+        f"stages/{name}.py: call main() through tuneline.errors.run_main (one-line user errors, exit 2)")
     others = {m for m in _imports(ROOT / "stages" / f"{name}.py") if m.startswith("stages")}
     assert not others, f"stages/{name}.py imports another stage: {others}"
 

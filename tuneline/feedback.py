@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tuneline.records import write_atomic
+from tuneline.errors import UserError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -46,7 +47,7 @@ CREATE TABLE IF NOT EXISTS feedback (
 COLUMNS = ["id", "key", "created_at", "kind", "text", "label", "predicted", "rating", "model_version", "pii_count"]
 
 
-class FeedbackError(ValueError):
+class FeedbackError(UserError, ValueError):
     """A bad store URL or a feedback item that breaks the schema."""
 
 

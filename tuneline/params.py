@@ -14,6 +14,8 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tuneline.errors import UserError
+
 
 class Section(BaseModel):
     """Base for every params section: immutable, unknown keys are errors."""
@@ -610,7 +612,7 @@ class Params(Section):
     compress: CompressParams = CompressParams()
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """params.yaml is missing, not YAML, or does not match the schema."""
 
 

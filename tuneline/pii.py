@@ -46,6 +46,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from tuneline.errors import UserError
 
 LANGUAGE = "en"
 OPERATORS = ("replace", "mask", "hash")
@@ -85,7 +86,7 @@ LEAK_ENTITY = {"email": "EMAIL_ADDRESS", "phone": "PHONE_NUMBER", "credit_card":
 _LEAK_RES = {name: re.compile(rx) for name, rx in LEAK_PATTERNS.items()}
 
 
-class PiiError(ValueError):
+class PiiError(UserError, ValueError):
     """The anonymization settings cannot work (unknown model, entity or operator): says which and the fix."""
 
 

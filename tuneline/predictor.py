@@ -7,8 +7,9 @@ sha256, checked on load). Without `calibrated/` the probabilities are the softma
 and `calibrated` is False so callers can say so. Compressed variants load through
 tuneline.deploy.serving.load_model (the API serves them; the gate never does).
 
-Used by the API (apps.serve) and by the retraining gate (`score`), so both see exactly the
-same probabilities.
+Used by the API (apps.serve) and by the retraining gate, which scores a Predictor's model and
+calibrator with tuneline.evaluate.scoring (the evaluate stage's code), so the gate judges a model
+on the same numbers the evaluate stage reports.
 """
 
 from __future__ import annotations
@@ -68,16 +69,3 @@ class Predictor:
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
-
-def score(predictor: Predictor, frame, labels: Sequence[str], batch_size: int = 32) -> dict | None:
-    """Headline metrics of `predictor` on a frame with text/label columns; None for no rows."""
-    if frame is None or len(frame) == 0:
-        return None
-    from tuneline.metrics import classification_metrics
-
-    if list(predictor.labels) != list(labels):
-        raise ValueError(f"model {predictor.version} predicts {predictor.labels}, but base.labels is {list(labels)}: "
-                         "a model trained on another label set cannot be compared")
-    probs = predictor.predict_proba(frame["text"].tolist(), batch_size=batch_size)
-    m = classification_metrics(frame["label"].tolist(), probs, list(labels), n_bootstrap=0)
-    return {"n": int(len(frame)), **{k: float(m[k]) for k in ("accuracy", "macro_f1", "ece", "nll") if k in m}}

@@ -25,9 +25,10 @@ from torch import nn
 from torch.nn.utils import prune
 
 from tuneline.distillation import encoder_layers
+from tuneline.errors import UserError
 
 
-class PruningError(ValueError):
+class PruningError(UserError, ValueError):
     """A model cannot be pruned as asked."""
 
 

@@ -34,11 +34,12 @@ import pandas as pd
 
 from tuneline.assets import file_sha256
 from tuneline.records import read_json, write_json, write_parquet
+from tuneline.errors import UserError
 
 MODEL_PARTS = ("finetuned", "calibrated")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(UserError, RuntimeError):
     pass
 
 

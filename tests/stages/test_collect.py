@@ -102,3 +102,35 @@ def test_hub_dataset_offline_is_a_clear_error(tmp_path, monkeypatch):
     p = _params({"name": "h", "source": {"kind": "hub", "id": "org/data"}, "format": "hub"})
     with pytest.raises(collect.CollectError, match="dataset 'h'.*hub:org/data.*need the network"):
         collect.run(p, BASE, _paths(tmp_path))
+
+
+def test_utf8_bom_and_crlf_read_like_plain_files(tmp_path):
+    """What spreadsheet programs export: a byte-order mark before the header and CRLF line ends."""
+    (tmp_path / "excel.csv").write_bytes("\ufefftext,label\r\nhello there,ham\r\n\"two\r\nlines\",spam\r\n".encode())
+    (tmp_path / "bom.jsonl").write_bytes(("\ufeff" + json.dumps({"text": "see you", "label": "ham"}) + "\r\n").encode())
+    p = _params(_csv_ds(tmp_path / "excel.csv"),
+                {"name": "j", "source": {"kind": "local", "path": str(tmp_path / "bom.jsonl")}, "format": "jsonl"})
+    m = collect.run(p, BASE, _paths(tmp_path))
+    df = pd.read_parquet(tmp_path / "collected" / "records.parquet")
+    assert df["text"].tolist() == ["hello there", "two\r\nlines", "see you"]
+    assert df["label"].tolist() == ["ham", "spam", "ham"]
+    assert m["rows_rejected"] == 0
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"", "empty file"),
+    (b"\xef\xbb\xbf\r\n", "empty file"),
+    (b"text,label\r\n", "header only, no data rows"),
+    (b"body,queue\nhi,ham\n", "missing column(s) ['text', 'label']"),
+])
+def test_expected_user_errors_name_the_file(tmp_path, content, expected):
+    (tmp_path / "x.csv").write_bytes(content)
+    with pytest.raises(collect.CollectError) as e:
+        collect.run(_params(_csv_ds(tmp_path / "x.csv")), BASE, _paths(tmp_path))
+    assert expected in str(e.value) and str(tmp_path / "x.csv") in str(e.value)
+
+
+def test_unknown_encoding_is_a_params_error(tmp_path):
+    (tmp_path / "x.csv").write_text("text,label\nhi,ham\n")
+    with pytest.raises(collect.CollectError, match="unknown encoding 'utf-9'"):
+        collect.run(_params(_csv_ds(tmp_path / "x.csv", encoding="utf-9")), BASE, _paths(tmp_path))

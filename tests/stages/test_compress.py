@@ -14,7 +14,9 @@ from stages import calibrate
 from stages.compress import run
 from tuneline.calibration import load_calibrator
 from tuneline.compression import load_variant
-from tuneline.distillation import DistillationError, encode, logits_of
+from tuneline.distillation import DistillationError
+from tuneline.inference import logits as logits_of
+from tuneline.inference import tokenize
 from tuneline.params import CalibrateParams, CompressParams, LatencyParams, TrainParams
 from tuneline.pruning import head_counts, prunable_linears
 from tuneline.quantization import is_quantized
@@ -75,7 +77,7 @@ def test_saved_variants_load_back_and_predict_as_scored(compressed):
         assert v.labels == ["ham", "spam"]
         # calibrated like the teacher, on its own logits
         assert load_calibrator(d / "calibrator").method == "temperature"
-        pred = logits_of(v.model, encode(v.tokenizer, test["text"].tolist(), v.max_length)).argmax(1)
+        pred = logits_of(v.model, tokenize(v.tokenizer, test["text"].tolist(), v.max_length)).argmax(1)
         acc = float((pred == np.array([["ham", "spam"].index(x) for x in test["label"]])).mean())
         assert acc == pytest.approx(rows[name]["accuracy"], abs=1e-9), name
 

@@ -74,8 +74,8 @@ def test_better_candidate_promoted_worse_rejected(setup):
     assert not worse["decision"]["promote"]
     assert any("test macro_f1" in r for r in worse["decision"]["reasons"])
     # the report shows the rejection and its reason (report stage reads gate.json)
-    from stages.report import gate_section
-    from tuneline.reporting import render_markdown
+    from tuneline.evaluate.document import render_markdown
+    from tuneline.evaluate.report import gate_section
 
     md = render_markdown("report", [gate_section(worse)])
     assert "is rejected: production stays v0001" in md and "regression set (old data)" in md

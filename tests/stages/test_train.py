@@ -21,7 +21,7 @@ from tests.conftest import make_texts, single_thread
 from tuneline.models import load_finetuned
 from tuneline.params import ParamsError, load_params
 from tuneline.records import write_parquet
-from tuneline.training import CHECKPOINT, load_checkpoint
+from tuneline.train.loop import CHECKPOINT, load_checkpoint
 
 LABELS = ["ham", "spam"]
 

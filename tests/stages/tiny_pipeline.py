@@ -1,4 +1,5 @@
-"""Helpers for the calibrate/evaluate/report stage tests: small splits and a tiny fine-tuned model.
+"""Helpers for the calibrate/evaluate/compress stage tests: small splits and a tiny fine-tuned model
+(the report tests run on the tiny end-to-end pipeline's real outputs instead: conftest `tiny_pipeline`).
 
 The model is the conftest's 2-layer BERT with a classification head, trained for a few steps
 on the synthetic ham/spam texts (so its probabilities mean something) and saved with the train
@@ -18,7 +19,7 @@ import pandas as pd
 
 from tests.conftest import single_thread  # noqa: F401 (re-exported for the stage tests)
 from tuneline.params import BaseParams, Paths
-from tuneline.records import record_id, write_json, write_parquet
+from tuneline.records import record_id, write_parquet
 
 LABELS = ["ham", "spam"]
 
@@ -102,84 +103,15 @@ def finetuned_model(base_dir: Path) -> Path:
 
 
 def build_pipeline(root: Path, base_dir: Path) -> Paths:
-    """Splits, upstream metrics and a fine-tuned model under `root`: what calibrate needs."""
+    """Splits and a fine-tuned model under `root`: what calibrate needs."""
     paths = make_paths(root)
-    splits = write_splits(paths)
-    write_upstream_metrics(paths, splits)
+    write_splits(paths)
     shutil.copytree(finetuned_model(Path(base_dir)), Path(paths.models) / "finetuned")
     return paths
 
 
 def base_params() -> BaseParams:
     return BaseParams(seed=0, labels=LABELS)
-
-
-def write_upstream_metrics(paths: Paths, splits: dict[str, pd.DataFrame]) -> None:
-    """The data-stage and train metrics the report reads, in the shapes those stages write."""
-    m = Path(paths.metrics)
-    n = sum(len(df) for df in splits.values())
-    write_json(
-        {
-            "rows_read": n + 7,
-            "rows_out": n + 2,
-            "duplicates": 5,
-            "rows_rejected": 0,
-            "labels": {"ham": n - 120, "spam": 122},
-            "sources": {},
-        },
-        m / "collect.json",
-    )
-    write_json(
-        {
-            "rows_in": n + 2,
-            "rows_out": n,
-            "rows_rejected": 2,
-            "rejected": {"too_short": 2},
-            "pii": {"rows_with_pii": 40, "entities": {"PHONE_NUMBER": 31, "PERSON": 9}},
-        },
-        m / "clean.json",
-    )
-    write_json(
-        {
-            "success": True,
-            "rows": n,
-            "expectations": {"evaluated": 3, "passed": 3, "failed": 0},
-            "failed": [],
-            "checks": [
-                {
-                    "name": "text_not_null",
-                    "expectation": "expect_column_values_to_not_be_null",
-                    "column": "text",
-                    "description": "every row has a text",
-                    "success": True,
-                    "unexpected_count": 0,
-                    "example_ids": [],
-                },
-                {
-                    "name": "label_in_set",
-                    "expectation": "expect_column_values_to_be_in_set",
-                    "column": "label",
-                    "description": "labels are in base.labels",
-                    "success": True,
-                    "unexpected_count": 0,
-                    "example_ids": [],
-                },
-                {
-                    "name": "no_phone_numbers",
-                    "expectation": "expect_column_values_to_not_match_regex",
-                    "column": "text",
-                    "description": "no phone numbers left",
-                    "success": True,
-                    "unexpected_count": 0,
-                    "example_ids": [],
-                },
-            ],
-        },
-        m / "validation.json",
-    )
-    write_json(
-        {"rows_in": n, "rows_out": n, "splits": {k: {"rows": len(v)} for k, v in splits.items()}}, m / "split.json"
-    )
 
 
 def calibrated_probs(root: Path, split: str):

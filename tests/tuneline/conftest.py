@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tests.conftest import make_texts
-from tuneline.distillation import encode, fine_tune
+from tuneline.distillation import train_with_kd
+from tuneline.inference import tokenize
 
 LABELS = ["ham", "spam"]
 
@@ -23,10 +24,10 @@ def tiny_teacher(tok_dir, layers: int = 4, hidden: int = 32, train: bool = True)
                         id2label=dict(enumerate(LABELS)), label2id={k: i for i, k in enumerate(LABELS)})
     model = BertForSequenceClassification(config).eval()
     df = make_texts(96)
-    enc = encode(tok, df["text"].tolist(), 32)
+    enc = tokenize(tok, df["text"].tolist(), 32)
     y = (df["label"] == "spam").astype(int).to_numpy()
     if train:  # dropout off and a large step: 24 steps separate the classes (accuracy 1.0)
-        fine_tune(model, enc, y, kd_weight=0.0, epochs=4, batch_size=16, learning_rate=1e-2, desc="teacher")
+        train_with_kd(model, enc, y, kd_weight=0.0, epochs=4, batch_size=16, learning_rate=1e-2, desc="teacher")
     return model, tok, enc, y
 
 

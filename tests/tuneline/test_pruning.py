@@ -10,7 +10,8 @@ import torch
 
 from tests.tuneline.conftest import LABELS
 from tuneline.compression import load_variant, save_variant
-from tuneline.distillation import fine_tune, length_batches, logits_of
+from tuneline.distillation import train_with_kd
+from tuneline.inference import logits as logits_of
 from tuneline.pruning import (
     PruningError,
     head_counts,
@@ -36,7 +37,7 @@ def test_magnitude_pruning_reaches_the_sparsity_and_zeros_survive_recovery(teach
     assert 0 < s["overall_sparsity"] < s["prunable_sparsity"]  # embeddings and head stay dense
     zero_masks = {n: (m.weight_mask == 0).clone() for n, m in prunable_linears(pruned)}
     before = {n: m.weight.detach().clone() for n, m in prunable_linears(pruned)}
-    fine_tune(pruned, enc, y, teacher_logits=t_logits, epochs=1, batch_size=16, learning_rate=1e-3, desc="recover")
+    train_with_kd(pruned, enc, y, teacher_logits=t_logits, epochs=1, batch_size=16, learning_rate=1e-3, desc="recover")
     make_permanent(pruned)
     assert not any(name.endswith("_orig") for name, _ in pruned.named_parameters())
     changed = False
@@ -73,7 +74,7 @@ def test_head_pruning_removes_the_heads_and_the_model_still_runs(teacher):
     assert torch.equal(att.self.query.weight[8:16], src[16:24])
     assert sum(p.numel() for p in pruned.parameters()) < n_before
     assert logits_of(pruned, enc).shape == (len(enc), 2)
-    fine_tune(pruned, enc, y, epochs=0.5, batch_size=16, kd_weight=0.0, desc="recover")  # trains with new shapes
+    train_with_kd(pruned, enc, y, epochs=0.5, batch_size=16, kd_weight=0.0, desc="recover")  # trains with new shapes
 
 
 def test_removing_a_head_that_contributes_nothing_keeps_the_outputs(teacher):
@@ -91,7 +92,7 @@ def test_head_importance_ranks_and_selection_keeps_one_head_per_layer(teacher):
     m = copy.deepcopy(model)
     with torch.no_grad():
         m.bert.encoder.layer[1].attention.output.dense.weight[:, 24:32] = 0  # head (1, 3) is dead
-    order = length_batches([len(x) for x in enc.input_ids], 16, None)
+    order = [np.arange(i, min(i + 16, len(enc))) for i in range(0, len(enc), 16)]
     batches = [(enc.batch(idx), torch.tensor(y[idx])) for idx in order]
     imp = head_importance(m, batches)
     assert [len(v) for v in imp] == [4, 4, 4, 4]

@@ -10,7 +10,8 @@ from torch import nn
 from tests.conftest import make_texts
 from tests.tuneline.conftest import LABELS, tiny_teacher
 from tuneline.compression import load_variant, save_variant, weights_bytes
-from tuneline.distillation import encode, logits_of
+from tuneline.inference import logits as logits_of
+from tuneline.inference import tokenize
 from tuneline.pruning import remove_heads
 from tuneline.quantization import is_quantized, quantize_int8
 
@@ -21,13 +22,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_int8_agrees_with_fp32_on_most_inputs_and_is_smaller_on_disk(tiny_model_dir, tmp_path):
     # hidden 128: with hidden 32 the per-tensor bookkeeping of the saved file outweighs the int8 savings
     model, tok, _, _ = tiny_teacher(tiny_model_dir, layers=2, hidden=128)
-    held_out = encode(tok, make_texts(200, seed=7)["text"].tolist(), 32)
+    held_out = tokenize(tok, make_texts(200, seed=7)["text"].tolist(), 32)
     q = quantize_int8(model)
     assert is_quantized(q) and not is_quantized(model)
     assert not any(isinstance(m, nn.Linear) and type(m) is nn.Linear for m in q.modules())
     fp32, int8 = logits_of(model, held_out), logits_of(q, held_out)
     assert (fp32.argmax(1) == int8.argmax(1)).mean() >= 0.95
-    assert np.abs(fp32 - int8).max() < 0.5
+    diff = np.abs(fp32 - int8).max(1)
+    assert np.quantile(diff, 0.99) < 0.05 and diff.max() < 0.5 * np.abs(fp32).max()  # int8 noise, no outlier rows
     save_variant(model, tok, tmp_path / "fp32", {"name": "fp32", "format": "hf", "labels": LABELS})
     save_variant(q, tok, tmp_path / "int8", {"name": "int8", "format": "int8", "labels": LABELS,
                                             "quantization": {"per_channel": True, "embeddings": True}})

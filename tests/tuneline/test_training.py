@@ -1,5 +1,6 @@
-"""The training loop's controls on a tiny BERT: layer-wise LR, freezing, gradual unfreezing,
-early stopping with the best weights kept, batching, class balance, grad accumulation."""
+"""Fine-tuning a classifier with the train params on a tiny BERT: layer-wise LR, freezing, gradual
+unfreezing, early stopping with the best weights kept, batching, class balance, grad accumulation,
+and the same weights as the training code before the loop was shared (recorded values)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import make_texts
+from tests.conftest import make_texts, single_thread
 from tuneline.methods import apply_method
 from tuneline.models import build_classifier
 from tuneline.params import TrainParams
-from tuneline.training import (
-    apply_freezing, class_weights, epoch_batches, evaluate, fit, layer_index, param_groups, pick_device,
-    set_trainable, unfreeze_stage, use_bf16,
-)
+from tuneline.train.freezing import apply_freezing, layer_index, param_groups, set_trainable, unfreeze_stage
+from tuneline.train.loop import epoch_batches, pick_device, use_bf16
+from tuneline.training import class_weights, evaluate, fit
 
 LABELS = ["ham", "spam"]
 
@@ -76,12 +76,13 @@ def test_gradual_unfreezing_goes_top_down(model, tiny_model_dir):
     trainable = {n for n, _ in m.named_parameters()}
     order = []
     for step in range(0, 9, 2):
-        set_trainable(m, trainable, unfreeze_stage(p, step, 0), 2)
+        set_trainable(m, trainable, unfreeze_stage(p.unfreeze_every, p.unfreeze_unit, step, 0), 2)
         order.append({layer_of(n) for n, q in m.named_parameters() if q.requires_grad})
     assert order == [{"head"}, {"head", "layer1"}, {"head", "layer1", "layer0"},
                      {"head", "layer1", "layer0", "embeddings"}] + [{"head", "layer1", "layer0", "embeddings"}]
-    assert unfreeze_stage(params(tiny_model_dir, unfreeze_every=1), step=50, epoch=2) == 2  # epochs by default
-    assert unfreeze_stage(params(tiny_model_dir), 50, 2) is None
+    p1 = params(tiny_model_dir, unfreeze_every=1)
+    assert unfreeze_stage(p1.unfreeze_every, p1.unfreeze_unit, step=50, epoch=2) == 2  # epochs by default
+    assert unfreeze_stage(0, "epochs", 50, 2) is None
 
 
 def test_gradual_unfreezing_in_a_real_run_trains_top_layers_first(model, data, tiny_model_dir):
@@ -173,3 +174,23 @@ def test_cuda_path_uses_bf16_autocast_and_reports_gpu_memory(model, data, tiny_m
     assert res.device.startswith("cuda") and next(m.parameters()).is_cuda
     assert res.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
     assert 0 < res.peak_memory_mb < 1024
+
+
+def test_same_numbers_as_before_the_shared_loop(tmp_path, tiny_model_dir):
+    """Values recorded from the pre-loop `fit` (commit 015c4d6) on this exact setup: the train stage's
+    numerics (batch order, seeding, optimizer, schedule, loss) did not move when the loop was shared."""
+    df = make_texts(120, seed=3)
+    y = (df["label"] == "spam").to_numpy().astype(np.int64)
+    p = params(tiny_model_dir, epochs=2, lr=5e-3, grad_accum=2, class_balance="weights", label_smoothing=0.1,
+               layer_lr_decay=0.8, schedule="cosine", warmup_ratio=0.2, max_grad_norm=1.0, dropout=0.1)
+    with single_thread():
+        torch.manual_seed(0)
+        m, tok = build_classifier(tiny_model_dir, LABELS, p.dropout)
+        torch.manual_seed(1)
+        res = fit(m, tok, df.text.tolist()[:88], y[:88], df.text.tolist()[88:], y[88:], LABELS, p, seed=7,
+                  progress=False)
+    recorded = [0.725241, 0.730432, 0.717886, 0.720556, 0.723508, 0.70648, 0.714359, 0.729107, 0.705702, 0.705445,
+                0.701744, 0.788759]
+    assert [c["loss"] for c in res.curve] == pytest.approx(recorded, abs=2e-5)
+    assert res.best_step == 6 and res.best["loss"] == pytest.approx(0.694486, abs=2e-5)
+    assert float(m.classifier.weight.detach().double().sum()) == pytest.approx(0.1186223849945236, abs=1e-5)

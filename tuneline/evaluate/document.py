@@ -130,8 +130,7 @@ def _html_block(b: Block) -> str:
 
 def render_html(title: str, sections: list[Section], subtitle: str = "") -> str:
     """One self-contained page: inline CSS, figures as data URIs, no external references."""
-    templates = TEMPLATES
-    page = Template((templates / "report.html").read_text(encoding="utf-8"))
+    page = Template((TEMPLATES / "report.html").read_text(encoding="utf-8"))
     nav = "".join(f'<a href="#{html.escape(s.id)}">{html.escape(s.title)}</a>' for s in sections)
     body = "\n".join(
         f'<section id="{html.escape(s.id)}">\n<h2>{html.escape(s.title)}</h2>\n'
@@ -142,7 +141,7 @@ def render_html(title: str, sections: list[Section], subtitle: str = "") -> str:
     return page.substitute(
         title=html.escape(title),
         subtitle=html.escape(subtitle),
-        style=(templates / "report.css").read_text(encoding="utf-8"),
+        style=(TEMPLATES / "report.css").read_text(encoding="utf-8"),
         nav=nav,
         body=body,
     )

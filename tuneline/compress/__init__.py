@@ -1,0 +1,1 @@
+"""Compression: building variants and the compress table (variants.py)."""
