@@ -42,7 +42,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
 from tuneline.assets import file_sha256, tree_sha256  # noqa: E402
-from tuneline.params import Params, load_params  # noqa: E402
+from tuneline.params import Params, RetrainParams, load_params  # noqa: E402
 from tuneline.records import read_json, read_parquet  # noqa: E402
 from tuneline.registry import Registry  # noqa: E402
 
@@ -139,11 +139,11 @@ def repro_stage(repo: str, stage: str) -> dict:
 
 
 @task(name="promote")
-def promote(repo: str, gate: dict) -> dict:
-    """Copy the gated candidate into a new registry version and point production at it."""
+def promote(repo: str, gate: dict, params: Params) -> dict:
+    """Copy the gated candidate into a new registry version and point production at it
+    (params: the flow's, read once by `retrain`)."""
     log = get_run_logger()
     root = Path(repo)
-    params = load_params(root / "params.yaml")
     paths = params.paths
     models = root / paths.models
     sha = tree_sha256(models / "finetuned")
@@ -193,11 +193,9 @@ def push(repo: str) -> bool:
 
 
 @task(name="publish")
-def publish(repo: str, gate: dict | None, promoted: dict | None, stages: list[dict]) -> str:
-    """The run's summary as a Prefect markdown artifact (key `tuneline-retrain`)."""
-    root = Path(repo)
-    params = load_params(root / "params.yaml")
-    md = summary_markdown(gate, promoted, stages, root / params.paths.reports / "report.md")
+def publish(report: Path, gate: dict | None, promoted: dict | None, stages: list[dict]) -> str:
+    """The run's summary as a Prefect markdown artifact (key `tuneline-retrain`); `report` is report.md."""
+    md = summary_markdown(gate, promoted, stages, Path(report))
     create_markdown_artifact(md, key="tuneline-retrain", description="tuneline retraining: gate decision and report")
     return md
 
@@ -259,7 +257,7 @@ def retrain(repo: str = ".") -> dict:
     if gate is None:
         log.warning("no gate decision (no `gate` stage in dvc.yaml): nothing is promoted")
     elif gate["decision"]["promote"]:
-        promoted = promote(str(root), gate)
+        promoted = promote(str(root), gate, params)
         if params.retrain.push:
             push(str(root))
     else:
@@ -270,7 +268,7 @@ def retrain(repo: str = ".") -> dict:
                                "production": (gate.get("production") or {}).get("version"),
                                "decision": gate["decision"], "candidate": gate["candidate"],
                                **git_state(root), "dvc_lock_sha256": _lock_sha256(root)})
-    publish(str(root), gate, promoted, ran)
+    publish(root / params.paths.reports / "report.md", gate, promoted, ran)
     production = registry.production()
     return {"stages": ran, "decision": gate["decision"] if gate else None,
             "promoted": promoted["version"] if promoted else None,
@@ -278,12 +276,11 @@ def retrain(repo: str = ".") -> dict:
 
 
 # --------------------------------------------------------------------------- CLI
-def scheduled_deployment(repo: str = "."):
+def scheduled_deployment(repo: str, p: RetrainParams):
     """The flow as a deployment on the cron schedule of params.yaml (retrain.cron, retrain.timezone),
     one run at a time."""
     from prefect.schedules import Cron
 
-    p = load_params(Path(repo) / "params.yaml").retrain
     return retrain.to_deployment(name=DEPLOYMENT_NAME, schedules=[Cron(p.cron, timezone=p.timezone)],
                                  parameters={"repo": str(Path(repo).resolve())}, concurrency_limit=1,
                                  description=f"tuneline retraining, cron {p.cron!r} ({p.timezone})")
@@ -313,8 +310,10 @@ def serve_schedule(repo: str = ".") -> None:
     from prefect import serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    p = load_params(Path(repo) / "params.yaml").retrain  # the `serve` command's entry: params read once
+
     if PREFECT_API_URL.value():
-        serve(scheduled_deployment(repo))
+        serve(scheduled_deployment(repo, p))
         return
     server = None
     if not _healthy(LOCAL_SERVER):
@@ -336,7 +335,7 @@ def serve_schedule(repo: str = ".") -> None:
     signal.signal(signal.SIGTERM, stop)
     try:
         with temporary_settings({PREFECT_API_URL: LOCAL_SERVER}):
-            serve(scheduled_deployment(repo))
+            serve(scheduled_deployment(repo, p))
     except KeyboardInterrupt:
         pass
     finally:

@@ -72,8 +72,8 @@ def test_prefect_yaml_matches_params():
 def test_served_schedule_comes_from_params():
     from flows.retrain import scheduled_deployment
 
-    dep = scheduled_deployment(str(ROOT))
     p = load_params(ROOT / "params.yaml").retrain
+    dep = scheduled_deployment(str(ROOT), p)
     [sched] = dep.schedules
     assert (sched.schedule.cron, sched.schedule.timezone) == (p.cron, p.timezone)
     assert dep.parameters == {"repo": str(ROOT)} and dep.concurrency_limit == 1
