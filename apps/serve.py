@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneline.deploy.serving import Anonymizer, build_anonymizer, load_model, production_loader
+from tuneline.errors import run_main
 from tuneline.feedback import FeedbackStore, default_url
 from tuneline.logs import setup_logging
 from tuneline.params import ServeParams, load_params
@@ -213,7 +214,6 @@ def create_app(*, predictor: Predictor, store: FeedbackStore, anonymize: Anonymi
     return app
 
 
-
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
     ap = argparse.ArgumentParser(prog="python -m apps.serve", description=__doc__.split("\n")[0])
@@ -247,4 +247,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

