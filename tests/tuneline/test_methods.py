@@ -4,6 +4,8 @@ folder loads back to the same logits."""
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import peft
 import pytest
@@ -13,7 +15,7 @@ from tests.conftest import make_texts
 from tuneline.inference import predict_logits
 from tuneline.methods import METHODS, PEFT_TABLE, adapter_meta, apply_method, peft_config
 from tuneline.models import build_classifier, count_parameters, load_finetuned, save_finetuned
-from tuneline.params import LocalSource, TrainParams
+from tuneline.params import LocalSource, Method, TrainParams
 from tuneline.training import fit
 
 LABELS = ["ham", "spam"]
@@ -44,7 +46,7 @@ def small_params(tiny_model_dir, method: str, **kw) -> TrainParams:
 
 
 def test_the_table_covers_every_method_and_builds_peft_configs(tiny_model_dir):
-    assert set(METHODS) == {"full", "lora", "ia3", "prefix", "prompt", "p_tuning", "adapter"}
+    assert set(METHODS) == {"full", "adapter", *PEFT_TABLE} == set(get_args(Method)) and len(METHODS) == 7
     kinds = {"lora": peft.LoraConfig, "ia3": peft.IA3Config, "prefix": peft.PrefixTuningConfig,
              "prompt": peft.PromptTuningConfig, "p_tuning": peft.PromptEncoderConfig}
     for method in PEFT_TABLE:
@@ -54,7 +56,7 @@ def test_the_table_covers_every_method_and_builds_peft_configs(tiny_model_dir):
     assert peft_config(text_init, tiny_model_dir).prompt_tuning_init == "TEXT"
 
 
-@pytest.mark.parametrize("method", ["full", "lora", "ia3", "prefix", "prompt", "p_tuning", "adapter"])
+@pytest.mark.parametrize("method", METHODS)
 def test_method_trains_exactly_its_weights_and_round_trips(method, tiny_model_dir, tmp_path):
     torch.manual_seed(0)
     p = small_params(tiny_model_dir, method, max_steps=3)
