@@ -36,9 +36,9 @@ LABELS = ["ham", "spam"]
 
 
 def _data(args) -> dict[str, pd.DataFrame]:
-    from tuneline import assets
+    from tuneline.data import assets
     from tuneline.params import load_params
-    from tuneline.records import record_id
+    from tuneline.data.records import record_id
 
     params = load_params(ROOT / "params.yaml")
     sms_spec = next(d for d in params.collect.datasets if d.name == "sms_spam")
@@ -65,8 +65,8 @@ def _data(args) -> dict[str, pd.DataFrame]:
 
 
 def _score(model_dir: Path, d: dict[str, pd.DataFrame]) -> dict:
-    from tuneline.metrics import classification_metrics
-    from tuneline.predictor import Predictor
+    from tuneline.evaluate.metrics import classification_metrics
+    from tuneline.deploy.predictor import Predictor
 
     pred = Predictor.load(model_dir, "bench")
     old = pred.predict_proba(d["old_test"]["text"].tolist())
@@ -95,11 +95,11 @@ def main() -> None:
     import torch
 
     from stages import train
-    from tuneline.assets import tree_sha256
+    from tuneline.data.assets import tree_sha256
     from tuneline.logs import setup_logging
     from tuneline.params import BaseParams, Paths, TrainParams
-    from tuneline.records import write_json, write_parquet
-    from tuneline.registry import Registry
+    from tuneline.data.records import write_json, write_parquet
+    from tuneline.deploy.registry import Registry
 
     setup_logging()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-forgetting-"))

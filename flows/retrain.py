@@ -41,10 +41,10 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
-from tuneline.assets import file_sha256, tree_sha256  # noqa: E402
+from tuneline.data.assets import file_sha256, tree_sha256  # noqa: E402
 from tuneline.params import Params, load_params  # noqa: E402
-from tuneline.records import read_json, read_parquet  # noqa: E402
-from tuneline.registry import Registry  # noqa: E402
+from tuneline.data.records import read_json, read_parquet  # noqa: E402
+from tuneline.deploy.registry import Registry  # noqa: E402
 
 FLOW_NAME = "tuneline-retrain"
 DEPLOYMENT_NAME = "scheduled"
@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
              "       python -m flows.retrain serve [REPO]      serve the flow on the cron schedule in params.yaml\n"
              "       python -m flows.retrain rollback VERSION  point production at an earlier registry version")
     if len(argv) == 2 and argv[0] == "rollback":
-        from tuneline.registry import RegistryError
+        from tuneline.deploy.registry import RegistryError
 
         p = load_params("params.yaml")
         try:

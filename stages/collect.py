@@ -26,10 +26,10 @@ from pathlib import Path
 import pandas as pd
 
 from tuneline.errors import UserError, run_main
-from tuneline import assets
+from tuneline.data import assets
 from tuneline.logs import setup_logging
 from tuneline.params import BaseParams, CollectParams, DatasetSpec, LocalSource, Paths, load_params
-from tuneline.records import RECORD_COLUMNS, record_id, rejects_frame, write_json, write_parquet
+from tuneline.data.records import RECORD_COLUMNS, record_id, rejects_frame, write_json, write_parquet
 
 log = logging.getLogger("tuneline.collect")
 

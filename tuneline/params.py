@@ -359,7 +359,7 @@ class TrainParams(Section):
     adapter: AdapterParams = AdapterParams()
     init_from: Literal["base", "production"] = "base"
     """Continual learning: `production` starts from the production model (registry) and trains on the
-    rows it has not seen plus a replay sample of those it has (see tuneline.continual); needs a merged
+    rows it has not seen plus a replay sample of those it has (see tuneline.train.continual); needs a merged
     method (full, lora, ia3) in production. `base` trains from the base model on every row."""
     replay_ratio: float = Field(1.0, ge=0)
     """With init_from production: seen rows replayed per new row (rehearsal against forgetting); 0 = new rows only."""

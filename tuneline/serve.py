@@ -33,10 +33,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneline.feedback import FeedbackStore, default_url
+from tuneline.deploy.feedback import FeedbackStore, default_url
 from tuneline.params import CleanParams, Params, ServeParams
-from tuneline.predictor import Predictor
-from tuneline.registry import Registry
+from tuneline.deploy.predictor import Predictor
+from tuneline.deploy.registry import Registry
 
 log = logging.getLogger("tuneline.serve")
 
@@ -239,8 +239,8 @@ def load_model(path: str | Path, version: str, cache_dir: str | Path | None = No
     path = Path(path)
     if not (path / "variant.json").exists():
         return Predictor.load(path, version, cache_dir=cache_dir)
-    from tuneline.calibration import load_calibrator
-    from tuneline.compression import load_variant
+    from tuneline.evaluate.calibration import load_calibrator
+    from tuneline.compress.storage import load_variant
 
     v = load_variant(path)
     calibrator = load_calibrator(path / "calibrator") if (path / "calibrator" / "calibrator.json").exists() else None

@@ -190,8 +190,8 @@ def test_feedback_round_trip_through_the_flow(prefect_server, tmp_path, tiny_mod
     `dvc repro`: the feedback is in the next training data. The data stages only (the full DAG,
     with training, the gate and promotion, is the slow test below)."""
     from flows.retrain import retrain
-    from tuneline.feedback import FeedbackStore, default_url
-    from tuneline.predictor import Predictor
+    from tuneline.deploy.feedback import FeedbackStore, default_url
+    from tuneline.deploy.predictor import Predictor
     from tuneline.serve import build_anonymizer, create_app
 
     sys.path.insert(0, str(ROOT / "tests" / "tuneline"))
@@ -226,9 +226,9 @@ def test_feedback_round_trip_through_the_flow(prefect_server, tmp_path, tiny_mod
 @pytest.mark.slow
 def test_retrain_flow_end_to_end(prefect_server, tmp_path, tiny_model_dir):
     from flows.retrain import retrain
-    from tuneline.feedback import FeedbackStore, default_url
-    from tuneline.predictor import Predictor
-    from tuneline.registry import Registry
+    from tuneline.deploy.feedback import FeedbackStore, default_url
+    from tuneline.deploy.predictor import Predictor
+    from tuneline.deploy.registry import Registry
     from tuneline.serve import build_anonymizer, create_app
 
     sys.path.insert(0, str(ROOT / "tests" / "tuneline"))

@@ -7,8 +7,8 @@ import pytest
 
 from tests.conftest import make_texts
 from tuneline.params import ValidateParams
-from tuneline.records import record_id
-from tuneline.validation import SCHEMA, build_suite, failure_message, render_html, validate_records
+from tuneline.data.records import record_id
+from tuneline.data.validation import SCHEMA, build_suite, failure_message, render_html, validate_records
 
 LABELS = ["ham", "spam"]
 P = ValidateParams(min_rows_per_class=10, min_chars=2, max_chars=200, max_examples=5)

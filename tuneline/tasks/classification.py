@@ -15,7 +15,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 
-from tuneline.inference import Tokenized, predict_logits, tokenize
+from tuneline.evaluate.inference import Tokenized, predict_logits, tokenize
 from tuneline.params import TrainParams
 from tuneline.train.loop import Batch, LoopResult, LoopSettings, train
 
