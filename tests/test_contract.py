@@ -149,3 +149,10 @@ def test_package_inits_hold_only_a_docstring():
         if body:
             bad.append(str(f.relative_to(ROOT)))
     assert not bad, f"package __init__ files with code: {bad}"
+
+
+@pytest.mark.parametrize("name", STAGE_FILES)
+def test_code_deps_exist(name):
+    """A renamed module or folder must not leave a dead dep (DVC would fail on a fresh clone)."""
+    code = [d for d in DVC[name].get("deps", []) if d.startswith(("stages/", "tuneline/"))]
+    assert not [d for d in code if not (ROOT / d).exists()], f"stage {name!r} depends on missing paths"
