@@ -72,7 +72,8 @@ def child(args) -> dict:
     from tuneline.inference import predict_logits
     from tuneline.logs import seed_everything
     from tuneline.models import build_classifier
-    from tuneline.training import fit, pick_device
+    from tuneline.train.loop import pick_device
+    from tuneline.training import fit
 
     if args.threads:
         torch.set_num_threads(args.threads)
