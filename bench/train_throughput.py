@@ -72,7 +72,8 @@ def child(args) -> dict:
     from tuneline.evaluate.inference import predict_logits
     from tuneline.logs import seed_everything
     from tuneline.train.models import build_classifier
-    from tuneline.tasks.classification import fit, pick_device
+    from tuneline.train.loop import pick_device
+    from tuneline.tasks.classification import fit
 
     if args.threads:
         torch.set_num_threads(args.threads)
