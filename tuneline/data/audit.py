@@ -375,7 +375,8 @@ def _iban(country: str, bban: str) -> str:
     return f"{country}{check:02d}{bban}"
 
 
-def make_canaries(n: int, seed: int = 0, kinds: Sequence[str] = ("email", "phone", "credit_card", "iban")) -> list[Canary]:
+def make_canaries(n: int, seed: int = 0,
+                  kinds: Sequence[str] = ("email", "phone", "credit_card", "iban")) -> list[Canary]:
     """`n` unique canaries cycling over `kinds`, each valid (Luhn, mod-97) and unlikely to occur naturally:
     a random 8-hex tag in the e-mail, random digits elsewhere."""
     rng = random.Random(seed)
