@@ -7,6 +7,7 @@ each stage's `main()` and nowhere else.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -485,6 +486,32 @@ class ReportParams(Section):
     """A headline metric worse than the baseline by more than this (absolute) is flagged a regression."""
 
 
+# --------------------------------------------------------------------------- audit
+AuditDetector = Literal["email", "phone", "credit_card", "iban", "ipv4", "ipv6", "street_address", "postcode"]
+"""The detectors of tuneline.data.audit.DETECTORS (a test keeps the two equal)."""
+
+
+class AuditParams(Section):
+    detectors: list[AuditDetector] = Field(
+        ["email", "phone", "credit_card", "iban", "ipv4", "ipv6", "street_address", "postcode"], min_length=1)
+    """Independent detectors (regexes + checksums, not the clean stage's presidio) run over every shipped artifact."""
+    allow: list[str] = []
+    """Regexes of known non-personal values: a hit whose matched text fully matches one is not counted."""
+    max_listed: int = Field(50, ge=1)
+    """Hits (file, row id or location, detector) named in the error and in audit.json; counts always cover all."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "AuditParams":
+        if len(set(self.detectors)) != len(self.detectors):
+            raise ValueError(f"audit.detectors has duplicates: {self.detectors}")
+        for i, pattern in enumerate(self.allow):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"audit.allow[{i}] is not a valid regex: {e}") from None
+        return self
+
+
 # --------------------------------------------------------------------------- compress
 class DistillVariant(Section):
     """A shallower student initialised from the teacher's layers, trained on its softened logits."""
@@ -610,6 +637,7 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
     compress: CompressParams = CompressParams()
+    audit: AuditParams = AuditParams()
 
 
 class ParamsError(UserError, ValueError):

@@ -53,6 +53,25 @@ def test_stage_order_of_this_repository():
 
     order = stage_order(ROOT)
     assert order[0] == "snapshot" and order.index("collect") < order.index("split") < order.index("gate")
+    assert order[-1] == "audit"  # the leak audit sees every shipped artifact, and runs before any promotion
+
+
+def test_promotion_requires_a_passed_audit(tmp_path):
+    from flows.retrain import require_audit
+
+    params = load_params(ROOT / "params.yaml")
+    order = ["snapshot", "gate", "audit"]
+    summary = tmp_path / params.paths.metrics / "audit.json"
+    with pytest.raises(RuntimeError, match="leak audit did not run"):
+        require_audit(tmp_path, params, order)
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps({"passed": False, "hits": 3}))
+    with pytest.raises(RuntimeError, match="found 3 personal-data hit"):
+        require_audit(tmp_path, params, order)
+    with pytest.raises(RuntimeError, match="no `audit` stage"):
+        require_audit(tmp_path, params, ["snapshot", "gate"])
+    summary.write_text(json.dumps({"passed": True, "hits": 0}))
+    assert require_audit(tmp_path, params, order)["passed"] is True
 
 
 def test_prefect_yaml_matches_params():
