@@ -27,7 +27,7 @@ from tuneline.data.audit import Auditor, audit_files, failure_message
 from tuneline.errors import UserError, run_main
 from tuneline.logs import setup_logging
 from tuneline.params import AuditParams, Paths, load_params
-from tuneline.records import write_json
+from tuneline.data.records import write_json
 
 log = logging.getLogger("tuneline.audit")
 OUTPUT = "audit.json"

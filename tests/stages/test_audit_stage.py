@@ -15,7 +15,7 @@ from tests.stages.tiny_pipeline import make_paths, write_splits, write_upstream_
 from tuneline.data.audit import make_canaries
 from tuneline.errors import UserError
 from tuneline.params import AuditParams
-from tuneline.records import read_json, write_json, write_text
+from tuneline.data.records import read_json, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 P = AuditParams()
