@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from stages import audit
-from tests.stages.tiny_pipeline import make_paths, write_splits, write_upstream_metrics
+from tests.stages.tiny_pipeline import make_paths, write_splits
 from tuneline.data.audit import make_canaries
 from tuneline.errors import UserError
 from tuneline.params import AuditParams
@@ -27,9 +27,8 @@ def build(root: Path):
     """Splits (with <PHONE_NUMBER> placeholders), every stage's metrics, mistakes, reports and a model card."""
     paths = make_paths(root)
     splits = write_splits(paths)
-    write_upstream_metrics(paths, splits)
-    m = Path(paths.metrics)
-    for name in ("snapshot", "train", "calibrate", "evaluate", "gate", "compress"):
+    m = Path(paths.metrics)  # filler metrics to scan (the e2e test audits the tiny pipeline's real ones)
+    for name in ("collect", "clean", "validation", "split", "snapshot", "train", "calibrate", "evaluate", "gate", "compress"):
         write_json({"stage": name, "seconds": 1.5, "version": "2.13.0", "sha256": "ab" * 32}, m / f"{name}.json")
     test = splits["test"]
     mistakes = [{"id": i, "label": "ham", "predicted": "spam", "confidence": 0.97, "text": t}
