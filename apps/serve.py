@@ -33,12 +33,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from tuneline.deploy.feedback import FeedbackStore, default_url
+from tuneline.deploy.predictor import Predictor
 from tuneline.deploy.serving import Anonymizer, build_anonymizer, load_model, production_loader
 from tuneline.errors import run_main
-from tuneline.feedback import FeedbackStore, default_url
 from tuneline.logs import setup_logging
 from tuneline.params import ServeParams, load_params
-from tuneline.predictor import Predictor
 
 log = logging.getLogger("apps.serve")
 

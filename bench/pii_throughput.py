@@ -19,7 +19,7 @@ anonymized text is identical where the LEAK_PATTERNS safety net added nothing; t
 replacements are counted apart.
 
 Datasets: sms = the pinned SMS Spam Collection from params.yaml, exact duplicates dropped and
-cleaned like the clean stage (tuneline.text.clean_text); bitext = the `instruction` column of
+cleaned like the clean stage (tuneline.data.text.clean_text); bitext = the `instruction` column of
 ../shared/data/bitext/customer_support_sample.csv (names, order numbers, cities; never copied
 into the repository). Writes bench/results/pii_throughput.json and prints a Markdown table.
 """
@@ -42,9 +42,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tuneline import assets, pii  # noqa: E402
+from tuneline import pii
+from tuneline.data import assets  # noqa: E402
 from tuneline.params import load_params  # noqa: E402
-from tuneline.text import clean_text  # noqa: E402
+from tuneline.data.text import clean_text  # noqa: E402
 
 BITEXT = ROOT.parent / "shared" / "data" / "bitext" / "customer_support_sample.csv"
 OUT = ROOT / "bench" / "results" / "pii_throughput.json"

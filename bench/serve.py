@@ -40,7 +40,7 @@ def _server(model: str, port: int, store_dir: str, threads: int) -> None:
     """Child process: serve `model` with the repository's params (serve, clean) on 127.0.0.1:port."""
     import uvicorn
 
-    from tuneline.feedback import FeedbackStore, default_url
+    from tuneline.deploy.feedback import FeedbackStore, default_url
     from tuneline.params import load_params
     from apps.serve import create_app
     from tuneline.deploy.serving import build_anonymizer, load_model
@@ -168,7 +168,7 @@ def main() -> None:
     models = args.model
     if not models:
         from tuneline.params import load_params
-        from tuneline.registry import Registry
+        from tuneline.deploy.registry import Registry
 
         reg = Registry(ROOT / load_params(ROOT / "params.yaml").paths.registry)
         if reg.production_dir() is None:

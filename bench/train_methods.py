@@ -69,9 +69,9 @@ def child(args) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
     from stages.train import run
-    from tuneline.inference import predict_logits
+    from tuneline.evaluate.inference import predict_logits
     from tuneline.logs import setup_logging
-    from tuneline.models import load_finetuned
+    from tuneline.train.models import load_finetuned
     from tuneline.params import BaseParams, load_params
 
     setup_logging()

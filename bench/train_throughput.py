@@ -1,4 +1,4 @@
-"""Training throughput: our train loop (tuneline.training.fit, as the train stage runs it) against a
+"""Training throughput: our train loop (tuneline.tasks.classification.fit, as the train stage runs it) against a
 plain `transformers.Trainer` (default TrainingArguments, DataCollatorWithPadding), same model, data,
 batch size, max length and epochs, full fine-tuning, in one run.
 
@@ -65,12 +65,13 @@ def child(args) -> dict:
     import numpy as np
     import torch
 
-    from tuneline import assets
-    from tuneline.inference import predict_logits
+    from tuneline.data import assets
+    from tuneline.evaluate.inference import predict_logits
     from tuneline.logs import seed_everything
-    from tuneline.models import build_classifier
+    from tuneline.train.models import build_classifier
     from tuneline.params import load_params
-    from tuneline.training import fit, pick_device
+    from tuneline.train.loop import pick_device
+    from tuneline.tasks.classification import fit
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -12,8 +12,9 @@ One Prefect task per DVC stage, in DAG order as DVC reports it (`dvc stage list`
 running `dvc repro --single-item <stage>` with retries: DVC skips what is up to date and records
 every artifact in dvc.lock, so a scheduled run and `dvc repro` at the command line give the same
 result. The pipeline's first stage (snapshot) exports the feedback store, so new feedback is a
-changed input; its gate stage writes the decision to reports/metrics/gate.json. This flow then
-promotes an accepted candidate into the registry (${paths.registry}: a new version folder and the
+changed input; its gate stage writes the decision to reports/metrics/gate.json, and its last stage (audit) fails
+the run when personal data is left in anything shipped. This flow then promotes an accepted candidate
+(only after a passed audit) into the registry (${paths.registry}: a new version folder and the
 production pointer, recording the git commit and the dvc.lock sha256), pushes to the DVC remote
 when one is configured, logs every decision to the registry's history, and publishes a summary
 as a Prefect artifact. A rejected candidate leaves production untouched.
@@ -41,10 +42,10 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
-from tuneline.assets import file_sha256, tree_sha256  # noqa: E402
+from tuneline.data.assets import file_sha256, tree_sha256  # noqa: E402
 from tuneline.params import Params, RetrainParams, load_params  # noqa: E402
-from tuneline.records import read_json, read_parquet  # noqa: E402
-from tuneline.registry import Registry  # noqa: E402
+from tuneline.data.records import read_json, read_parquet  # noqa: E402
+from tuneline.deploy.registry import Registry  # noqa: E402
 
 FLOW_NAME = "tuneline-retrain"
 DEPLOYMENT_NAME = "scheduled"
@@ -105,6 +106,24 @@ def git_state(repo: Path) -> dict:
 def _lock_sha256(root: Path) -> str | None:
     lock = root / "dvc.lock"
     return file_sha256(lock) if lock.exists() else None
+
+
+def require_audit(root: Path, params: Params, order: list[str]) -> dict:
+    """The leak audit's summary, if the pipeline has an `audit` stage and it passed; else RuntimeError.
+
+    A failing audit stage already fails its task and so the flow; this also stops a promotion when the
+    stage is missing from dvc.yaml or its summary says otherwise (nothing leaves without an audit)."""
+    summary_file = root / params.paths.metrics / "audit.json"
+    if "audit" not in order:
+        raise RuntimeError("dvc.yaml has no `audit` stage: a model is promoted only after the leak audit "
+                           "passed (stages/audit.py); add it back to dvc.yaml")
+    if not summary_file.exists():
+        raise RuntimeError(f"{summary_file} is missing: the leak audit did not run; nothing promoted")
+    summary = read_json(summary_file)
+    if not summary.get("passed"):
+        raise RuntimeError(f"the leak audit found {summary.get('hits')} personal-data hit(s) "
+                           f"({summary_file}); nothing promoted")
+    return summary
 
 
 # --------------------------------------------------------------------------- tasks
@@ -257,6 +276,7 @@ def retrain(repo: str = ".") -> dict:
     if gate is None:
         log.warning("no gate decision (no `gate` stage in dvc.yaml): nothing is promoted")
     elif gate["decision"]["promote"]:
+        require_audit(root, params, order)
         promoted = promote(str(root), gate, params)
         if params.retrain.push:
             push(str(root))
@@ -349,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
              "       python -m flows.retrain serve [REPO]      serve the flow on the cron schedule in params.yaml\n"
              "       python -m flows.retrain rollback VERSION  point production at an earlier registry version")
     if len(argv) == 2 and argv[0] == "rollback":
-        from tuneline.registry import RegistryError
+        from tuneline.deploy.registry import RegistryError
 
         p = load_params("params.yaml")
         try:

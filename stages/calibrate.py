@@ -22,14 +22,14 @@ from pathlib import Path
 import pandas as pd
 
 from tuneline.errors import UserError, run_main
-from tuneline import figures
-from tuneline.calibration import fit_calibrator, save_calibrated, softmax
-from tuneline.inference import predict_logits
+from tuneline.evaluate import figures
+from tuneline.evaluate.calibration import fit_calibrator, save_calibrated, softmax
+from tuneline.evaluate.inference import predict_logits
 from tuneline.logs import setup_logging
-from tuneline.metrics import class_ids, classification_metrics, reliability_bins
-from tuneline.models import load_finetuned
+from tuneline.evaluate.metrics import class_ids, classification_metrics, reliability_bins
+from tuneline.train.models import load_finetuned
 from tuneline.params import BaseParams, CalibrateParams, Paths, load_params
-from tuneline.records import read_parquet, write_atomic, write_json
+from tuneline.data.records import read_parquet, write_atomic, write_json
 
 log = logging.getLogger("tuneline.calibrate")
 CALIBRATION_KEYS = ("ece", "ece_adaptive", "mce", "brier", "nll", "accuracy", "mean_confidence")

@@ -7,7 +7,7 @@ Writes: data/clean/records.parquet (id, text, label, source, row, pii_replaced, 
 Params: base, paths, clean      Run: dvc repro clean   (or: python -m stages.clean)
 
 Per row, in order: Unicode normalization (clean.normalization), markup and control characters
-stripped, whitespace folded (tuneline.text.clean_text); rows without text, with a label outside
+stripped, whitespace folded (tuneline.data.text.clean_text); rows without text, with a label outside
 base.labels, or outside clean.min_chars..max_chars are rejected; the rest are anonymized with
 presidio (tuneline.pii.anonymize_batch: clean.pii_entities, pii_score_threshold, pii_operator)
 and the length bounds are checked again on the anonymized text. Ids stay those of collect, so a
@@ -30,8 +30,8 @@ from tuneline.errors import UserError, run_main
 from tuneline import pii
 from tuneline.logs import setup_logging
 from tuneline.params import BaseParams, CleanParams, Paths, load_params
-from tuneline.records import RECORD_COLUMNS, read_parquet, rejects_frame, write_json, write_parquet
-from tuneline.text import clean_text
+from tuneline.data.records import RECORD_COLUMNS, read_parquet, rejects_frame, write_json, write_parquet
+from tuneline.data.text import clean_text
 
 log = logging.getLogger("tuneline.clean")
 STAGE = "clean"

@@ -11,7 +11,7 @@ The fine-tuned, calibrated model is the teacher. Each variant in compress.varian
 from it (a quantize variant may start from an earlier variant), saved, loaded back from disk,
 calibrated like the teacher (same calibrate.method, fitted on the val split) and scored on the
 test split with tuneline.evaluate.scoring, the evaluate stage's code. Then the
-teacher and every reloaded variant are timed in one process, interleaved (tuneline.speed):
+teacher and every reloaded variant are timed in one process, interleaved (tuneline.compress.speed):
 p50/p95 ms per example at batch 1 and examples/s at batch 32. Ratios are variant / teacher:
 f1_ratio_vs_teacher, speedup_vs_teacher (batch-32 throughput), size_ratio_vs_teacher (weights on
 disk). The issue's targets are checked and listed in compress.json, met or not.
@@ -36,23 +36,23 @@ import torch
 from torch import nn
 
 from tuneline.errors import UserError, run_main
-from tuneline.calibration import load_calibrated
+from tuneline.evaluate.calibration import load_calibrated
 from tuneline.compress.variants import (
     base_dir, build_distilled, build_pruned, check_targets, n_params, order, score, summary, teacher_bytes,
     teacher_layers, write_plots,
 )
-from tuneline.compression import load_variant, save_variant, weights_bytes
-from tuneline.inference import logits, tokenize
+from tuneline.compress.storage import load_variant, save_variant, weights_bytes
+from tuneline.evaluate.inference import logits, tokenize
 from tuneline.logs import seed_everything, setup_logging
-from tuneline.metrics import class_ids
-from tuneline.models import build_classifier, load_finetuned
+from tuneline.evaluate.metrics import class_ids
+from tuneline.train.models import build_classifier, load_finetuned
 from tuneline.params import (
     BaseParams, CalibrateParams, CompressParams, DistillVariant, Paths, PruneVariant, QuantizeVariant, load_params,
 )
-from tuneline.pruning import sparsity
-from tuneline.quantization import quantize_int8
-from tuneline.records import read_parquet, replace_dir, write_json
-from tuneline.speed import benchmark
+from tuneline.compress.pruning import sparsity
+from tuneline.compress.quantization import quantize_int8
+from tuneline.data.records import read_parquet, replace_dir, write_json
+from tuneline.compress.speed import benchmark
 
 log = logging.getLogger("tuneline.compress")
 

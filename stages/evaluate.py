@@ -7,7 +7,7 @@ Writes: reports/metrics/evaluate.json (headline, 95% bootstrap CIs, per class, c
         calibrated}.csv (DVC plot data) and confusion.png, curves.png, reliability.png
 Params: base, paths, calibrate (n_bins), evaluate     Run: dvc repro evaluate
 
-Every number goes through tuneline.metrics (the `evaluate` library with our local metric
+Every number goes through tuneline.evaluate.metrics (the `evaluate` library with our local metric
 modules). `headline` holds accuracy, macro_f1, ece, nll and brier (plus roc_auc and pr_auc for
 two labels) of the calibrated model on the test split: the retrain gate and the report read it.
 Slices (text length in characters, source, pii_replaced) show where the model is weaker; a slice
@@ -25,14 +25,14 @@ import numpy as np
 import pandas as pd
 
 from tuneline.errors import UserError, run_main
-from tuneline import figures
-from tuneline.calibration import load_calibrated
+from tuneline.evaluate import figures
+from tuneline.evaluate.calibration import load_calibrated
 from tuneline.evaluate.scoring import score_logits, score_texts
 from tuneline.logs import setup_logging
-from tuneline.metrics import binary_curves, class_ids, classification_metrics, reliability_bins
-from tuneline.models import load_finetuned
+from tuneline.evaluate.metrics import binary_curves, class_ids, classification_metrics, reliability_bins
+from tuneline.train.models import load_finetuned
 from tuneline.params import BaseParams, CalibrateParams, EvaluateParams, Paths, load_params
-from tuneline.records import read_parquet, write_atomic, write_json
+from tuneline.data.records import read_parquet, write_atomic, write_json
 
 log = logging.getLogger("tuneline.evaluate")
 CALIBRATION_KEYS = ("accuracy", "macro_f1", "ece", "ece_adaptive", "mce", "brier", "nll", "mean_confidence")

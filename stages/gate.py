@@ -11,7 +11,7 @@ Params: base, paths, gate      Run: dvc repro gate   (or: python -m stages.gate)
 
 The stage only decides; promoting (copying the candidate into the registry and moving the
 pointer) is the retraining flow's job (flows/retrain.py), after the whole pipeline succeeded.
-Each model is judged only on rows it did not train on (see tuneline.gate.comparable_rows).
+Each model is judged only on rows it did not train on (see tuneline.deploy.gate.comparable_rows).
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ import logging
 from pathlib import Path
 
 from tuneline.errors import run_main
-from tuneline.assets import tree_sha256
+from tuneline.data.assets import tree_sha256
 from tuneline.evaluate.scoring import score_texts
-from tuneline.gate import comparable_rows, decide
+from tuneline.deploy.gate import comparable_rows, decide
 from tuneline.logs import setup_logging
 from tuneline.params import BaseParams, GateParams, Paths, load_params
-from tuneline.predictor import Predictor
-from tuneline.records import read_json, read_parquet, write_json
-from tuneline.registry import Registry
+from tuneline.deploy.predictor import Predictor
+from tuneline.data.records import read_json, read_parquet, write_json
+from tuneline.deploy.registry import Registry
 
-log = logging.getLogger("tuneline.gate")
+log = logging.getLogger("tuneline.deploy.gate")
 FEEDBACK_SOURCE = "feedback"
 GATE_METRICS = ("accuracy", "macro_f1", "ece", "nll")
 

@@ -30,7 +30,7 @@ from tuneline.evaluate.model_card import model_card
 from tuneline.evaluate.report import build_sections, input_path, metric_name, read_inputs
 from tuneline.logs import setup_logging
 from tuneline.params import BaseParams, Paths, ReportParams, load_params
-from tuneline.records import write_text
+from tuneline.data.records import write_text
 
 log = logging.getLogger("tuneline.report")
 

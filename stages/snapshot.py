@@ -22,11 +22,11 @@ import logging
 from pathlib import Path
 
 from tuneline.errors import run_main
-from tuneline.feedback import default_url, export_snapshot
+from tuneline.deploy.feedback import default_url, export_snapshot
 from tuneline.logs import setup_logging
 from tuneline.params import FeedbackParams, Paths, load_params
-from tuneline.records import write_json
-from tuneline.registry import Registry
+from tuneline.data.records import write_json
+from tuneline.deploy.registry import Registry
 
 log = logging.getLogger("tuneline.snapshot")
 

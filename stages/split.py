@@ -4,7 +4,7 @@ Reads: data/clean/records.parquet, reports/metrics/validation.json (must say suc
 Writes: data/splits/{train,val,test}.parquet, reports/metrics/split.json
 Params: base, paths, split      Run: dvc repro split   (or: python -m stages.split)
 
-Texts identical after normalization (tuneline.text.dedup_key) form one group, and a group goes
+Texts identical after normalization (tuneline.data.text.dedup_key) form one group, and a group goes
 to exactly one split, so no test text was seen in training. Groups are assigned per label
 (stratified) with base.seed. With split.folds = k, train rows also get a `fold` column (0..k-1)
 from a stratified group k-fold, for cross-validation.
@@ -21,8 +21,8 @@ import pandas as pd
 from tuneline.errors import UserError, run_main
 from tuneline.logs import setup_logging
 from tuneline.params import BaseParams, Paths, SplitParams, load_params
-from tuneline.records import read_json, read_parquet, write_json, write_parquet
-from tuneline.text import dedup_key
+from tuneline.data.records import read_json, read_parquet, write_json, write_parquet
+from tuneline.data.text import dedup_key
 
 log = logging.getLogger("tuneline.split")
 SPLITS = ("train", "val", "test")

@@ -1,10 +1,10 @@
 """Fine-tune the base model on the training split (full or a PEFT method), keeping the best
 validation checkpoint.
 
-Reads: data/splits/{train,val}.parquet, the base model (train.base_model, resolved by tuneline.assets);
+Reads: data/splits/{train,val}.parquet, the base model (train.base_model, resolved by tuneline.data.assets);
        with train.init_from production, models/production.json (the snapshot stage's copy of the
-       registry pointer) and that version's model and train ids instead (tuneline.continual)
-Writes: models/finetuned/ (a classifier folder, see tuneline.models), reports/metrics/train.json,
+       registry pointer) and that version's model and train ids instead (tuneline.train.continual)
+Writes: models/finetuned/ (a classifier folder, see tuneline.train.models), reports/metrics/train.json,
         reports/plots/train_steps.tsv (per step: loss, lr), reports/plots/train_val.tsv (per evaluation),
         and while running models/checkpoints/train-<fingerprint>/ (all train-* deleted after a success)
 Params: base, paths, train      Run: dvc repro train   (or: python -m stages.train)
@@ -28,14 +28,14 @@ import numpy as np
 import pandas as pd
 
 from tuneline.errors import UserError, run_main
-from tuneline import assets
-from tuneline.continual import production_init, replay_mix
+from tuneline.data import assets
+from tuneline.train.continual import production_init, replay_mix
 from tuneline.logs import seed_everything, setup_logging
-from tuneline.methods import adapter_meta, apply_method
-from tuneline.models import MERGEABLE, META_FILE, build_classifier, count_parameters, save_finetuned
+from tuneline.train.methods import adapter_meta, apply_method
+from tuneline.train.models import MERGEABLE, META_FILE, build_classifier, count_parameters, save_finetuned
 from tuneline.params import BaseParams, Paths, TrainParams, load_params
-from tuneline.records import read_json, read_parquet, write_json, write_text
-from tuneline.training import fit
+from tuneline.data.records import read_json, read_parquet, write_json, write_text
+from tuneline.tasks.classification import fit
 
 log = logging.getLogger("tuneline.train")
 

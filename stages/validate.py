@@ -5,7 +5,7 @@ Writes: reports/validation.html (self-contained, readable offline),
         reports/metrics/validation.json (success, counts, per-expectation results with example ids)
 Params: base, paths, validate      Run: dvc repro validate   (or: python -m stages.validate)
 
-The suite (tuneline.validation.build_suite) checks the schema, nulls, blank text, label set, text
+The suite (tuneline.data.validation.build_suite) checks the schema, nulls, blank text, label set, text
 length, unique ids, rows per class and PII patterns left after cleaning. Both outputs are written
 whether the data passes or not; on failure the stage then exits non-zero with a message naming
 each failed expectation and example row ids, so `dvc repro` stops before split. The report and
@@ -20,8 +20,8 @@ from pathlib import Path
 from tuneline.errors import UserError, run_main
 from tuneline.logs import setup_logging
 from tuneline.params import BaseParams, Paths, ValidateParams, load_params
-from tuneline.records import read_parquet, write_json, write_text
-from tuneline.validation import failure_message, render_html, validate_records
+from tuneline.data.records import read_parquet, write_json, write_text
+from tuneline.data.validation import failure_message, render_html, validate_records
 
 log = logging.getLogger("tuneline.validate")
 

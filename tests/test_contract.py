@@ -54,8 +54,8 @@ def _imports(path: Path) -> set[str]:
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out.add(node.module)
-            if node.module == "tuneline":
-                out |= {f"tuneline.{a.name}" for a in node.names}
+            if node.module.split(".")[0] == "tuneline":  # `from tuneline.data import assets` imports a module
+                out |= {f"{node.module}.{a.name}" for a in node.names}
     return out
 
 
@@ -76,7 +76,7 @@ def tuneline_closure(path: Path) -> set[str]:
             if not mod.startswith("tuneline.") or mod == "tuneline":
                 continue
             f = _module_file(mod)
-            if f is None:
+            if f is None or f.name == "__init__.py":  # package inits hold only a docstring (tested below)
                 continue
             rel = f.relative_to(ROOT).as_posix()
             if rel not in seen:
@@ -181,3 +181,22 @@ def test_apps_read_params_only_in_main():
         for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name != "main"):
             calls = {c.func.id for c in ast.walk(fn) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
             assert "load_params" not in calls, f"{f.relative_to(ROOT)}:{fn.name} reads params.yaml; only main() may"
+
+
+def test_package_inits_hold_only_a_docstring():
+    """So a stage's code deps can leave them out: importing a package runs nothing."""
+    bad = []
+    for f in (ROOT / "tuneline").rglob("__init__.py"):
+        body = ast.parse(f.read_text()).body
+        body = [n for n in body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))
+                and not (isinstance(n, ast.Assign) and [getattr(x, "id", "") for x in n.targets] == ["__version__"])]
+        if body:
+            bad.append(str(f.relative_to(ROOT)))
+    assert not bad, f"package __init__ files with code: {bad}"
+
+
+@pytest.mark.parametrize("name", STAGE_FILES)
+def test_code_deps_exist(name):
+    """A renamed module or folder must not leave a dead dep (DVC would fail on a fresh clone)."""
+    code = [d for d in DVC[name].get("deps", []) if d.startswith(("stages/", "tuneline/"))]
+    assert not [d for d in code if not (ROOT / d).exists()], f"stage {name!r} depends on missing paths"

@@ -5,7 +5,8 @@ data in it, train starts from the tiny BERT fixture, budgets are minimal. Then:
 - every stage ran and its outputs exist; the splits hold no e-mail address or phone number;
 - counts reconcile across collect -> clean -> split;
 - a second `dvc repro` changes nothing ("up to date");
-- changing one params section reruns only the stages that read it.
+- changing one params section reruns only the stages that read it;
+- the leak audit (last stage) passes, and a value planted after clean fails it.
 """
 
 from __future__ import annotations
@@ -96,3 +97,40 @@ def test_exp_run_every_method(pipeline):
     assert seen["full"] == 100.0 and all(seen[k] < 100.0 for k in methods if k != "full"), seen
     listed = run_cmd(["dvc", "exp", "list", "--name-only"], repo, env)
     assert {f"m-{m}" for m in methods} <= set(listed.split()), listed
+
+
+def test_audit_scans_every_shipped_artifact_and_stops_dvc_on_a_planted_value(pipeline):
+    """The audit stage (last) passed on the tiny run, scanned the splits, every metrics file, the
+    reports, mistakes and the model card, each a declared dep; a value planted after clean fails
+    `dvc repro` naming file, line and detector, never the value."""
+    import json
+
+    repo, env, _, _ = pipeline
+    summary = json.loads((repo / "reports/metrics/audit.json").read_text())
+    assert summary["passed"] is True and summary["hits"] == 0, summary["findings"]
+    scanned = {f["path"] for f in summary["files"]}
+    assert {"data/splits/train.parquet", "data/splits/val.parquet", "data/splits/test.parquet",
+            "reports/mistakes.json", "reports/index.html", "reports/report.md", "reports/validation.html",
+            "reports/metrics/clean.json", "reports/metrics/evaluate.json", "models/calibrated/README.md"} <= scanned
+    paths = yaml.safe_load((repo / "params.yaml").read_text())["paths"]
+    deps = {re.sub(r"\$\{paths\.(\w+)\}", lambda m: paths[m.group(1)], d)
+            for d in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["audit"]["deps"]}
+    undeclared = {f for f in scanned if f not in deps and str(Path(f).parent) not in deps}
+    assert not undeclared, f"the audit reads files dvc.yaml does not list as its deps: {sorted(undeclared)}"
+
+    card = repo / "models/calibrated/README.md"
+    original = card.read_text()
+    planted = "jane.doe@example.com"
+    card.write_text(original + f"\nQuestions: {planted}\n")
+    try:
+        proc = subprocess.run(["dvc", "repro", "--single-item", "audit"], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=600)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, out
+        line = len(original.splitlines()) + 2
+        assert f"models/calibrated/README.md: line {line}: email" in out, out
+        saved = (repo / "reports/metrics/audit.json").read_text()
+        assert json.loads(saved)["hits_per_detector"]["email"] == 1
+        assert planted not in out and planted not in saved
+    finally:
+        card.write_text(original)

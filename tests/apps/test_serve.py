@@ -14,9 +14,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tuneline.feedback import FeedbackStore, default_url, sqlite_path
+from tuneline.deploy.feedback import FeedbackStore, default_url, sqlite_path
 from tuneline.params import CleanParams, ServeParams
-from tuneline.predictor import Predictor
+from tuneline.deploy.predictor import Predictor
 
 LABELS = ["ham", "spam"]
 TOKEN = "s3cret-token"
@@ -26,8 +26,8 @@ def build_model_folder(base_dir: Path, out: Path, temperature: float = 1.5, seed
     """finetuned/ (the train stage's format) + calibrated/ (the calibrate stage's format)."""
     import torch
 
-    from tuneline.calibration import Calibrator, save_calibrated
-    from tuneline.models import build_classifier, save_finetuned
+    from tuneline.evaluate.calibration import Calibrator, save_calibrated
+    from tuneline.train.models import build_classifier, save_finetuned
 
     torch.manual_seed(seed)
     model, tok = build_classifier(base_dir, LABELS)
@@ -234,10 +234,10 @@ def test_concurrent_feedback_every_accepted_post_stored_once(api):
 
 def test_a_compressed_variant_loads_for_serving(tmp_path, tiny_model_dir):
     """`python -m apps.serve --model models/compressed/<variant>`: an int8 variant with its calibrator."""
-    from tuneline.calibration import Calibrator
-    from tuneline.compression import save_variant
-    from tuneline.models import load_finetuned
-    from tuneline.quantization import quantize_int8
+    from tuneline.evaluate.calibration import Calibrator
+    from tuneline.compress.storage import save_variant
+    from tuneline.train.models import load_finetuned
+    from tuneline.compress.quantization import quantize_int8
     from tuneline.deploy.serving import load_model
 
     ft = load_finetuned(build_model_folder(tiny_model_dir, tmp_path / "m") / "finetuned")

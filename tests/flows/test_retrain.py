@@ -53,6 +53,25 @@ def test_stage_order_of_this_repository():
 
     order = stage_order(ROOT)
     assert order[0] == "snapshot" and order.index("collect") < order.index("split") < order.index("gate")
+    assert order[-1] == "audit"  # the leak audit sees every shipped artifact, and runs before any promotion
+
+
+def test_promotion_requires_a_passed_audit(tmp_path):
+    from flows.retrain import require_audit
+
+    params = load_params(ROOT / "params.yaml")
+    order = ["snapshot", "gate", "audit"]
+    summary = tmp_path / params.paths.metrics / "audit.json"
+    with pytest.raises(RuntimeError, match="leak audit did not run"):
+        require_audit(tmp_path, params, order)
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps({"passed": False, "hits": 3}))
+    with pytest.raises(RuntimeError, match="found 3 personal-data hit"):
+        require_audit(tmp_path, params, order)
+    with pytest.raises(RuntimeError, match="no `audit` stage"):
+        require_audit(tmp_path, params, ["snapshot", "gate"])
+    summary.write_text(json.dumps({"passed": True, "hits": 0}))
+    assert require_audit(tmp_path, params, order)["passed"] is True
 
 
 def test_prefect_yaml_matches_params():
@@ -190,8 +209,8 @@ def test_feedback_round_trip_through_the_flow(prefect_server, tmp_path, tiny_mod
     `dvc repro`: the feedback is in the next training data. The data stages only (the full DAG,
     with training, the gate and promotion, is the slow test below)."""
     from flows.retrain import retrain
-    from tuneline.feedback import FeedbackStore, default_url
-    from tuneline.predictor import Predictor
+    from tuneline.deploy.feedback import FeedbackStore, default_url
+    from tuneline.deploy.predictor import Predictor
     from apps.serve import create_app
     from tuneline.deploy.serving import build_anonymizer
 
@@ -227,9 +246,9 @@ def test_feedback_round_trip_through_the_flow(prefect_server, tmp_path, tiny_mod
 @pytest.mark.slow
 def test_retrain_flow_end_to_end(prefect_server, tmp_path, tiny_model_dir):
     from flows.retrain import retrain
-    from tuneline.feedback import FeedbackStore, default_url
-    from tuneline.predictor import Predictor
-    from tuneline.registry import Registry
+    from tuneline.deploy.feedback import FeedbackStore, default_url
+    from tuneline.deploy.predictor import Predictor
+    from tuneline.deploy.registry import Registry
     from apps.serve import create_app
     from tuneline.deploy.serving import build_anonymizer
 

@@ -10,7 +10,7 @@ import pytest
 from tiny_pipeline import base_params, build_pipeline, calibrated_probs, single_thread
 
 from stages.calibrate import CalibrateError, run
-from tuneline.calibration import load_calibrated
+from tuneline.evaluate.calibration import load_calibrated
 from tuneline.params import BaseParams, CalibrateParams
 
 

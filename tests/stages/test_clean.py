@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from stages import clean
 from tuneline import pii
 from tuneline.params import BaseParams, CleanParams, Paths
-from tuneline.records import RECORD_COLUMNS, record_id
+from tuneline.data.records import RECORD_COLUMNS, record_id
 
 BASE = BaseParams(labels=["ham", "spam"])
 # quick settings: one process (the pool has its own test), small batches

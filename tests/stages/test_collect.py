@@ -7,7 +7,7 @@ import pytest
 
 from stages import collect
 from tuneline.params import BaseParams, CollectParams, Paths
-from tuneline.records import read_json
+from tuneline.data.records import read_json
 
 
 def _paths(tmp_path) -> Paths:

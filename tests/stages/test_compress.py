@@ -12,15 +12,15 @@ from tiny_pipeline import LABELS, base_params, build_pipeline, make_paths, write
 
 from stages import calibrate
 from stages.compress import run
-from tuneline.calibration import load_calibrator
-from tuneline.compression import load_variant
-from tuneline.distillation import DistillationError
-from tuneline.inference import logits as logits_of
-from tuneline.inference import tokenize
+from tuneline.evaluate.calibration import load_calibrator
+from tuneline.compress.storage import load_variant
+from tuneline.compress.distillation import DistillationError
+from tuneline.evaluate.inference import logits as logits_of
+from tuneline.evaluate.inference import tokenize
 from tuneline.params import CalibrateParams, CompressParams, LatencyParams, TrainParams
-from tuneline.pruning import head_counts, prunable_linears
-from tuneline.quantization import is_quantized
-from tuneline.records import read_parquet
+from tuneline.compress.pruning import head_counts, prunable_linears
+from tuneline.compress.quantization import is_quantized
+from tuneline.data.records import read_parquet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -135,8 +135,8 @@ def test_bad_variant_lists_are_rejected(variants, match):
 
 
 def test_a_teacher_that_does_not_merge_is_distilled_and_the_rest_skipped(tmp_path, tiny_model_dir):
-    from tuneline.methods import apply_method
-    from tuneline.models import build_classifier, save_finetuned
+    from tuneline.train.methods import apply_method
+    from tuneline.train.models import build_classifier, save_finetuned
 
     paths = make_paths(tmp_path)
     write_splits(paths, sizes=(64, 40, 40))

@@ -6,10 +6,10 @@ import pytest
 
 from stages import gate
 from tiny_pipeline import LABELS, base_params, make_paths, train_tiny, write_splits
-from tuneline.calibration import Calibrator, save_calibrated
+from tuneline.evaluate.calibration import Calibrator, save_calibrated
 from tuneline.params import GateParams
-from tuneline.records import read_json, write_json
-from tuneline.registry import Registry
+from tuneline.data.records import read_json, write_json
+from tuneline.deploy.registry import Registry
 
 
 def _model(base_dir: Path, out: Path, train=None) -> Path:
@@ -41,7 +41,7 @@ def _install(paths, candidate: Path, production: Path | None, splits) -> None:
     shutil.rmtree(paths.registry, ignore_errors=True)
     reg = Registry(paths.registry)
     if production is not None:
-        from tuneline.assets import tree_sha256
+        from tuneline.data.assets import tree_sha256
 
         reg.promote(production, train_ids=set(), record={"finetuned_sha256": tree_sha256(production / "finetuned")},
                     test=splits["test"], regression_rows=60, seed=0)

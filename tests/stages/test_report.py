@@ -29,7 +29,7 @@ from stages.report import ReportError, run
 from tuneline.evaluate.document import fmt
 from tuneline.evaluate.report import INPUTS, Inputs, mistakes_section
 from tuneline.params import ReportParams, load_params
-from tuneline.records import read_json, write_json
+from tuneline.data.records import read_json, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = ["summary", "gate", "data", "training", "metrics", "calibration", "confusion", "slices", "mistakes",

@@ -5,10 +5,10 @@ import json
 import pandas as pd
 
 from stages import collect, snapshot
-from tuneline.feedback import FeedbackStore, default_url
+from tuneline.deploy.feedback import FeedbackStore, default_url
 from tuneline.params import BaseParams, CollectParams, FeedbackParams, Paths
-from tuneline.records import read_json
-from tuneline.registry import Registry
+from tuneline.data.records import read_json
+from tuneline.deploy.registry import Registry
 
 
 def _paths(tmp_path) -> Paths:

@@ -5,8 +5,8 @@ import pytest
 
 from stages import split
 from tuneline.params import BaseParams, Paths, SplitParams
-from tuneline.records import read_json, record_id, write_json, write_parquet
-from tuneline.text import dedup_key
+from tuneline.data.records import read_json, record_id, write_json, write_parquet
+from tuneline.data.text import dedup_key
 from tests.conftest import make_texts
 
 BASE = BaseParams(labels=["ham", "spam"], seed=7)

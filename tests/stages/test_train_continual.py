@@ -6,11 +6,11 @@ import pytest
 
 from stages import train
 from tiny_pipeline import base_params, make_paths, train_tiny, write_splits
-from tuneline.assets import tree_sha256
-from tuneline.models import load_finetuned
+from tuneline.data.assets import tree_sha256
+from tuneline.train.models import load_finetuned
 from tuneline.params import TrainParams
-from tuneline.records import read_json, write_json
-from tuneline.registry import Registry
+from tuneline.data.records import read_json, write_json
+from tuneline.deploy.registry import Registry
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import yaml
 from stages import validate
 from tests.tuneline.test_validation import EMAIL, good_records
 from tuneline.params import BaseParams, Paths, ValidateParams
-from tuneline.records import read_json, write_parquet
+from tuneline.data.records import read_json, write_parquet
 
 BASE = BaseParams(labels=["ham", "spam"])
 P = ValidateParams(min_rows_per_class=10, max_chars=200)

@@ -3,7 +3,7 @@
 
 The model is the conftest's 2-layer BERT with a classification head, trained for a few steps
 on the synthetic ham/spam texts (so its probabilities mean something) and saved with the train
-stage's own `tuneline.models.save_finetuned`, so the stages load it exactly as they load a real one.
+stage's own `tuneline.train.models.save_finetuned`, so the stages load it exactly as they load a real one.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pandas as pd
 
 from tests.conftest import single_thread  # noqa: F401 (re-exported for the stage tests)
 from tuneline.params import BaseParams, Paths
-from tuneline.records import record_id, write_parquet
+from tuneline.data.records import record_id, write_parquet
 
 LABELS = ["ham", "spam"]
 
@@ -63,8 +63,8 @@ def train_tiny(base_dir: Path, train: pd.DataFrame, out_dir: Path, epochs: int =
     """A few epochs of full fine-tuning of the tiny BERT, saved as a `models/finetuned` folder."""
     import torch
 
-    from tuneline.inference import pad_batch
-    from tuneline.models import build_classifier, save_finetuned
+    from tuneline.evaluate.inference import pad_batch
+    from tuneline.train.models import build_classifier, save_finetuned
 
     torch.manual_seed(0)
     model, tok = build_classifier(base_dir, LABELS)
@@ -117,9 +117,9 @@ def base_params() -> BaseParams:
 def calibrated_probs(root: Path, split: str):
     """(split rows, label ids, calibrated probabilities) computed directly from the saved model and
     calibrator files: the reference the calibrate and evaluate stages are checked against."""
-    from tuneline.calibration import load_calibrated
-    from tuneline.inference import predict_logits
-    from tuneline.models import load_finetuned
+    from tuneline.evaluate.calibration import load_calibrated
+    from tuneline.evaluate.inference import predict_logits
+    from tuneline.train.models import load_finetuned
 
     finetuned, cal, _ = load_calibrated(root / "models/calibrated")
     ft = load_finetuned(finetuned)

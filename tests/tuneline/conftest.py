@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tests.conftest import make_texts
-from tuneline.distillation import train_with_kd
-from tuneline.inference import tokenize
+from tuneline.compress.distillation import train_with_kd
+from tuneline.evaluate.inference import tokenize
 
 LABELS = ["ham", "spam"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tuneline.adapters import AdaptedLinear, add_adapters, adapter_parameter_names
-from tuneline.models import build_classifier
+from tuneline.train.adapters import AdaptedLinear, add_adapters, adapter_parameter_names
+from tuneline.train.models import build_classifier
 
 TARGET = r".*\.layer\.\d+\.(attention\.output|output)\.dense"
 

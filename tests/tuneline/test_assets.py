@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from tuneline import assets
+from tuneline.data import assets
 from tuneline.params import HubSource, LocalSource, PypiSource
 
 SIX_PY_SHA = None  # computed from the downloaded wheel in the first test

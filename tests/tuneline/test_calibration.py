@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from tuneline.calibration import Calibrator, fit_calibrator, load_calibrated, load_calibrator, save_calibrated, softmax
+from tuneline.evaluate.calibration import Calibrator, fit_calibrator, load_calibrated, load_calibrator, save_calibrated, softmax
 
 
 def _metric():
-    from tuneline.metrics import load_metric
+    from tuneline.evaluate.metrics import load_metric
 
     return load_metric("calibration_error").scores
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tests.tuneline.conftest import LABELS
-from tuneline.compression import load_variant, save_variant
-from tuneline.distillation import (
+from tuneline.compress.storage import load_variant, save_variant
+from tuneline.compress.distillation import (
     DistillationError,
     distillation_loss,
     every_other_layer,
@@ -16,7 +16,7 @@ from tuneline.distillation import (
     make_student,
     train_with_kd,
 )
-from tuneline.inference import logits as logits_of
+from tuneline.evaluate.inference import logits as logits_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from tuneline.feedback import FeedbackError, FeedbackStore, default_url, export_snapshot, sqlite_path
+from tuneline.deploy.feedback import FeedbackError, FeedbackStore, default_url, export_snapshot, sqlite_path
 
 
 def test_store_is_wal_and_keys_are_stored_once(tmp_path):

@@ -1,6 +1,6 @@
 import pandas as pd
 
-from tuneline.gate import comparable_rows, decide
+from tuneline.deploy.gate import comparable_rows, decide
 from tuneline.params import GateParams
 
 P = GateParams(metric="macro_f1", margin=0.01, max_regression=0.02, min_score=0.5, min_eval_rows=20)

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from tests.conftest import make_texts
-from tuneline.inference import pad_batch, predict_logits
-from tuneline.models import build_classifier
+from tuneline.evaluate.inference import pad_batch, predict_logits
+from tuneline.train.models import build_classifier
 
 
 def test_logits_match_one_at_a_time_in_input_order(tiny_model_dir):

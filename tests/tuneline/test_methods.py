@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from tests.conftest import make_texts
-from tuneline.inference import predict_logits
-from tuneline.methods import METHODS, PEFT_TABLE, adapter_meta, apply_method, peft_config
-from tuneline.models import build_classifier, count_parameters, load_finetuned, save_finetuned
+from tuneline.evaluate.inference import predict_logits
+from tuneline.train.methods import METHODS, PEFT_TABLE, adapter_meta, apply_method, peft_config
+from tuneline.train.models import build_classifier, count_parameters, load_finetuned, save_finetuned
 from tuneline.params import LocalSource, Method, TrainParams
-from tuneline.training import fit
+from tuneline.tasks.classification import fit
 
 LABELS = ["ham", "spam"]
 H, L, INTER, K = 32, 2, 37, 2  # the tiny_model_dir config

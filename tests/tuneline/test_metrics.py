@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from tuneline.metrics import METRIC_MODULES, MODULES_DIR, classification_metrics, load_metric, reliability_bins
+from tuneline.evaluate.metrics import METRIC_MODULES, MODULES_DIR, classification_metrics, load_metric, reliability_bins
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from tests.tuneline.conftest import LABELS
-from tuneline.compression import load_variant, save_variant
-from tuneline.distillation import train_with_kd
-from tuneline.inference import logits as logits_of
-from tuneline.pruning import (
+from tuneline.compress.storage import load_variant, save_variant
+from tuneline.compress.distillation import train_with_kd
+from tuneline.evaluate.inference import logits as logits_of
+from tuneline.compress.pruning import (
     PruningError,
     head_counts,
     head_importance,

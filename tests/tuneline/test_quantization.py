@@ -9,11 +9,11 @@ from torch import nn
 
 from tests.conftest import make_texts
 from tests.tuneline.conftest import LABELS, tiny_teacher
-from tuneline.compression import load_variant, save_variant, weights_bytes
-from tuneline.inference import logits as logits_of
-from tuneline.inference import tokenize
-from tuneline.pruning import remove_heads
-from tuneline.quantization import is_quantized, quantize_int8
+from tuneline.compress.storage import load_variant, save_variant, weights_bytes
+from tuneline.evaluate.inference import logits as logits_of
+from tuneline.evaluate.inference import tokenize
+from tuneline.compress.pruning import remove_heads
+from tuneline.compress.quantization import is_quantized, quantize_int8
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from tuneline.registry import Registry, RegistryError
+from tuneline.deploy.registry import Registry, RegistryError
 
 
 def _candidate(root, weights: str):
@@ -63,8 +63,8 @@ def test_history_appends(tmp_path):
 
 
 def test_continual_replay_mix_and_production_init(tmp_path):
-    from tuneline.continual import production_init, replay_mix
-    from tuneline.records import write_json
+    from tuneline.train.continual import production_init, replay_mix
+    from tuneline.data.records import write_json
 
     train = pd.DataFrame({"id": [f"r{i}" for i in range(20)], "text": "t", "label": "ham"})
     seen = {f"r{i}" for i in range(15)}

@@ -11,7 +11,7 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuneline.text import clean_text, dedup_key
+from tuneline.data.text import clean_text, dedup_key
 
 # every code point, surrogates included, plus the awkward ones drawn more often
 AWKWARD = st.sampled_from(["\ud800", "\udfff", "\x00", "\u0301", "\u202e", "\u200b", "\ufeff", "\uff21", "\u00df",

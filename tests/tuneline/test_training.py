@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from tests.conftest import make_texts, single_thread
-from tuneline.methods import apply_method
-from tuneline.models import build_classifier
+from tuneline.train.methods import apply_method
+from tuneline.train.models import build_classifier
 from tuneline.params import TrainParams
 from tuneline.train.freezing import apply_freezing, layer_index, param_groups, set_trainable, unfreeze_stage
 from tuneline.train.loop import epoch_batches, pick_device, use_bf16
-from tuneline.training import class_weights, evaluate, fit
+from tuneline.tasks.classification import class_weights, evaluate, fit
 
 LABELS = ["ham", "spam"]
 

@@ -7,8 +7,8 @@ import pytest
 
 from tests.conftest import make_texts
 from tuneline.params import ValidateParams
-from tuneline.records import record_id
-from tuneline.validation import SCHEMA, build_suite, failure_message, render_html, validate_records
+from tuneline.data.records import record_id
+from tuneline.data.validation import SCHEMA, build_suite, failure_message, render_html, validate_records
 
 LABELS = ["ham", "spam"]
 P = ValidateParams(min_rows_per_class=10, min_chars=2, max_chars=200, max_examples=5)
@@ -172,3 +172,25 @@ def test_html_escapes_ids():
 def test_length_bounds_must_be_ordered():
     with pytest.raises(ValueError, match=r"validate.min_chars \(10\) must be <= validate.max_chars \(5\)"):
         ValidateParams(min_chars=10, max_chars=5)
+
+
+# Issue 14: phone numbers glued to other text passed the phone check (its pattern wanted a
+# non-word character on both sides). The SMS data has these shapes (values made up here).
+GLUED_PHONES = ["Help08712402972", "ph:08700435505150p", "TsCs087147403231Winawk", "claim call 087123002209am",
+                "STOP 008704050406 SP", "call 09066649731from"]
+NOT_PHONES = ["Ref:9307622", "Stop 80122300p/wk", "ECE 0.0071234567891", "at 2026-12-03 23:25", "<PHONE_NUMBER>150p"]
+
+
+def test_glued_phone_numbers_fail_the_phone_check(good):
+    df = good.copy()
+    rows = list(range(30, 30 + len(GLUED_PHONES)))
+    for row, value in zip(rows, GLUED_PHONES):
+        df.loc[row, "text"] = f"txt {value} now"
+    for row, value in enumerate(NOT_PHONES, start=40):
+        df.loc[row, "text"] = value
+    s = validate_records(df, ValidateParams(min_rows_per_class=10, max_chars=200, max_examples=20), LABELS)
+    assert s["failed"] == ["no_phone_left"]
+    check = next(c for c in s["checks"] if c["name"] == "no_phone_left")
+    assert check["example_ids"] == [df.loc[r, "id"] for r in rows]  # exactly the glued rows, not the others
+    dumped = json.dumps(s) + failure_message(s)
+    assert not any(v in dumped for v in GLUED_PHONES)

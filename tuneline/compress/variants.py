@@ -1,7 +1,7 @@
 """Building compressed variants and the compress table: what stages/compress.py runs per variant.
 
 build_distilled / build_pruned make a variant from the teacher (training through
-tuneline.train.loop via tuneline.distillation.train_with_kd), `score` calibrates a model on val
+tuneline.train.loop via tuneline.compress.distillation.train_with_kd), `score` calibrates a model on val
 like the teacher and scores it on test with tuneline.evaluate.scoring, and the table helpers
 (`summary`, `check_targets`, `order`, `write_plots`) shape reports/metrics/compress.json.
 """
@@ -18,17 +18,17 @@ import torch
 from pydantic import TypeAdapter
 from torch import nn
 
-from tuneline import figures
-from tuneline.assets import resolve_model
-from tuneline.calibration import fit_calibrator
-from tuneline.compression import weights_bytes
-from tuneline.distillation import every_other_layer, make_student, train_with_kd
+from tuneline.evaluate import figures
+from tuneline.data.assets import resolve_model
+from tuneline.evaluate.calibration import fit_calibrator
+from tuneline.compress.storage import weights_bytes
+from tuneline.compress.distillation import every_other_layer, make_student, train_with_kd
 from tuneline.evaluate.scoring import score_logits
-from tuneline.inference import Tokenized, logits
-from tuneline.models import count_parameters
+from tuneline.evaluate.inference import Tokenized, logits
+from tuneline.train.models import count_parameters
 from tuneline.params import CalibrateParams, CompressParams, DistillVariant, PruneVariant, Source
-from tuneline.pruning import head_importance, heads_to_remove, magnitude_prune, make_permanent, remove_heads
-from tuneline.records import write_atomic
+from tuneline.compress.pruning import head_importance, heads_to_remove, magnitude_prune, make_permanent, remove_heads
+from tuneline.data.records import write_atomic
 from tuneline.train.loop import epoch_batches
 
 # The issue's acceptance targets (#5), checked on every run and reported met or missed:

@@ -1,1 +1,3 @@
-"""Deployment pieces the server imports: model loading, production loader, feedback anonymizer."""
+"""Deployment: the model registry and production pointer (`registry`), the promotion gate (`gate`),
+a model folder ready to answer (`predictor`), the feedback store (`feedback`) and what a server
+calls to load models and anonymize feedback (`serving`)."""

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 from tuneline.params import CleanParams
-from tuneline.predictor import Predictor
-from tuneline.registry import Registry
+from tuneline.deploy.predictor import Predictor
+from tuneline.deploy.registry import Registry
 
 Anonymizer = Callable[[list[str]], list[tuple[str, int]]]
 """texts -> [(anonymized text, number of replaced entities)]"""
@@ -40,8 +40,8 @@ def load_model(path: str | Path, version: str, cache_dir: str | Path | None = No
     path = Path(path)
     if not (path / "variant.json").exists():
         return Predictor.load(path, version, cache_dir=cache_dir)
-    from tuneline.calibration import load_calibrator
-    from tuneline.compression import load_variant
+    from tuneline.evaluate.calibration import load_calibrator
+    from tuneline.compress.storage import load_variant
 
     v = load_variant(path)
     calibrator = load_calibrator(path / "calibrator") if (path / "calibrator" / "calibrator.json").exists() else None

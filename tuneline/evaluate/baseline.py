@@ -12,8 +12,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from tuneline.metrics import LOWER_IS_BETTER
-from tuneline.records import read_json
+from tuneline.evaluate.metrics import LOWER_IS_BETTER
+from tuneline.data.records import read_json
 
 
 class BaselineError(ValueError):

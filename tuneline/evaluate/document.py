@@ -19,7 +19,7 @@ from pathlib import Path
 from string import Template
 from typing import Literal
 
-from tuneline.records import write_atomic
+from tuneline.data.records import write_atomic
 
 Tone = Literal["good", "bad", "warn"]
 TEMPLATES = Path(__file__).resolve().parent / "templates"

@@ -39,8 +39,8 @@ def model_section(inp: Inputs) -> list[str]:
         f"- Labels (class-id order): {', '.join(labels)}",
         calibration,
         "- Files: `model.json` points at the fine-tuned model folder (with its sha256); load both with "
-        "`tuneline.predictor.Predictor.load(<models dir>, ...)` or `tuneline.calibration.load_calibrated` + "
-        "`tuneline.models.load_finetuned`.",
+        "`tuneline.deploy.predictor.Predictor.load(<models dir>, ...)` or `tuneline.evaluate.calibration.load_calibrated` + "
+        "`tuneline.train.models.load_finetuned`.",
         "",
         "## Intended use", "",
         f"Sorting short English texts into {', '.join(labels)}, as a decision aid whose calibrated probability can "

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from tuneline import figures
+from tuneline.evaluate import figures
 from tuneline.evaluate.baseline import worse_by
 from tuneline.evaluate.document import Callout, Figure, Paragraph, Section, Table, fmt
 from tuneline.params import Paths
-from tuneline.records import read_json
+from tuneline.data.records import read_json
 
 METRIC_NAMES = {
     "accuracy": "accuracy",

@@ -2,9 +2,9 @@
 
 Used by the evaluate stage (the headline), the compress stage (teacher and every variant) and the
 retraining gate, so the same model on the same rows gets the same numbers everywhere:
-  logits   tuneline.inference.logits (length-sorted batches, no padding beyond each batch's longest)
+  logits   tuneline.evaluate.inference.logits (length-sorted batches, no padding beyond each batch's longest)
   probs    the calibrator's transform of the logits, or their softmax without a calibrator
-  metrics  tuneline.metrics.classification_metrics (the `evaluate` library with our metric modules)
+  metrics  tuneline.evaluate.metrics.classification_metrics (the `evaluate` library with our metric modules)
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from tuneline.calibration import Calibrator, softmax
-from tuneline.inference import Tokenized, logits, tokenize
-from tuneline.metrics import classification_metrics
+from tuneline.evaluate.calibration import Calibrator, softmax
+from tuneline.evaluate.inference import Tokenized, logits, tokenize
+from tuneline.evaluate.metrics import classification_metrics
 
 HEADLINE = ("accuracy", "macro_f1", "ece", "nll", "brier", "roc_auc", "pr_auc")
 """The metrics every caller reports first (roc_auc and pr_auc exist for two labels only)."""

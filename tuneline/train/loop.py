@@ -1,10 +1,10 @@
 """THE training loop: one for fine-tuning (train stage), distillation and pruning recovery (compress).
 
 `train(model, data, loss, settings)` trains a model whose requires_grad flags already say what
-may train (tuneline.methods, tuneline.pruning masks, ...). What differs per use is supplied by
+may train (tuneline.train.methods, tuneline.compress.pruning masks, ...). What differs per use is supplied by
 the caller, never branched on here:
   - the loss: `loss(model, batch) -> tensor` or `(tensor, {part: float})`, e.g. cross-entropy
-    (tuneline.training.cross_entropy), the KD loss (tuneline.distillation.kd_loss); a causal-LM or
+    (tuneline.tasks.classification.cross_entropy), the KD loss (tuneline.compress.distillation.kd_loss); a causal-LM or
     DPO loss is one more such function;
   - the evaluation: `evaluate(model) -> metrics` for early stopping (None: no evaluation, the final
     weights are kept).
@@ -12,7 +12,7 @@ the caller, never branched on here:
 The setup steps, each a named function: `setup_device` (device and bf16 autocast, once),
 `setup_model` (freezing), `setup_optimizer` (AdamW, fused on CUDA, no decay on biases and norms,
 layer-wise LR decay), `setup_schedule` (warmup + transformers.get_scheduler). Data: texts
-tokenized once (tuneline.inference.Tokenized), length-grouped batches (`epoch_batches`, a pure
+tokenized once (tuneline.evaluate.inference.Tokenized), length-grouped batches (`epoch_batches`, a pure
 function of (seed, epoch)), padded per batch. Gradient accumulation and clipping, gradual
 unfreezing, AdaLoRA's `update_and_allocate`, early stopping with the best weights restored, and
 atomic checkpoints (trainable weights, optimizer, schedule, RNG, position in the epoch, loop
@@ -36,8 +36,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from tuneline.inference import Tokenized
-from tuneline.models import encoder_depth
+from tuneline.evaluate.inference import Tokenized
+from tuneline.train.models import encoder_depth
 from tuneline.train.freezing import apply_freezing, param_groups, set_trainable, unfreeze_stage
 
 log = logging.getLogger("tuneline.train.loop")

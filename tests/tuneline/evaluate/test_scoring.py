@@ -9,14 +9,14 @@ import torch
 
 from stages.gate import score as gate_score
 from tests.conftest import make_texts
-from tuneline.calibration import fit_calibrator, softmax
+from tuneline.evaluate.calibration import fit_calibrator, softmax
 from tuneline.compress.variants import score as compress_score
 from tuneline.evaluate.scoring import HEADLINE, score_logits, score_split, score_texts
-from tuneline.inference import logits, tokenize
-from tuneline.metrics import classification_metrics
-from tuneline.models import build_classifier
+from tuneline.evaluate.inference import logits, tokenize
+from tuneline.evaluate.metrics import classification_metrics
+from tuneline.train.models import build_classifier
 from tuneline.params import CalibrateParams, CompressParams
-from tuneline.predictor import Predictor
+from tuneline.deploy.predictor import Predictor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LABELS = ["ham", "spam"]

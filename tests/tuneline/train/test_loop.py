@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from tests.conftest import make_texts
-from tuneline.distillation import kd_loss, make_student
-from tuneline.inference import logits, tokenize
-from tuneline.models import build_classifier
+from tuneline.compress.distillation import kd_loss, make_student
+from tuneline.evaluate.inference import logits, tokenize
+from tuneline.train.models import build_classifier
 from tuneline.train.loop import LoopSettings, epoch_batches, setup_schedule, train
-from tuneline.training import cross_entropy
+from tuneline.tasks.classification import cross_entropy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LABELS = ["ham", "spam"]
@@ -101,7 +101,7 @@ def test_a_causal_lm_loss_plugs_in_without_changing_the_loop():
                                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64))
     rng = np.random.default_rng(0)
     seqs = [[1] + [int(t) for t in rng.integers(3, 10, size=rng.integers(4, 12))] for _ in range(32)]
-    from tuneline.inference import Tokenized
+    from tuneline.evaluate.inference import Tokenized
 
     data = Tokenized(seqs, pad_id=0)
 
@@ -113,7 +113,8 @@ def test_a_causal_lm_loss_plugs_in_without_changing_the_loop():
     assert res.steps == 12 and res.curve[-1]["loss"] < res.curve[0]["loss"]
 
 
-def test_adalora_reallocates_its_rank_budget_through_the_loop(data, tiny_model_dir):
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+def test_adalora_reallocates_its_rank_budget_through_the_loop(data):
     import peft
 
     model, _, enc, y = data

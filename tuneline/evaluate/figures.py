@@ -33,7 +33,7 @@ def _png(fig) -> bytes:
 def reliability_diagram(panels: dict[str, list[dict]], n_bins: int, title: str = "") -> bytes:
     """One panel per curve (e.g. before/after): accuracy per confidence bin against the diagonal.
 
-    `panels`: name -> rows with lower, upper, count, confidence, accuracy (tuneline.metrics.reliability_bins).
+    `panels`: name -> rows with lower, upper, count, confidence, accuracy (tuneline.evaluate.metrics.reliability_bins).
     The bar spans its bin; the red part shows the gap to the bin's mean confidence.
     """
     fig = _figure(4.2 * len(panels), 4.2)
@@ -109,7 +109,7 @@ def confusion_matrix_plot(matrix: Sequence[Sequence[int]], labels: Sequence[str]
 
 
 def roc_pr_curves(curves: dict[str, dict[str, list]], title: str = "", auc: dict[str, float] | None = None) -> bytes:
-    """ROC and precision-recall side by side (`curves` from tuneline.metrics.binary_curves)."""
+    """ROC and precision-recall side by side (`curves` from tuneline.evaluate.metrics.binary_curves)."""
     auc = auc or {}
     fig = _figure(8.4, 4.0)
     ax1, ax2 = fig.subplots(1, 2)

@@ -28,9 +28,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from tuneline import adapters, assets
+from tuneline.train import adapters
+from tuneline.data import assets
 from tuneline.params import Paths, Source
-from tuneline.records import replace_dir
+from tuneline.data.records import replace_dir
 
 META_FILE = "tuneline.json"
 ADAPTER_DIR = "adapter"
@@ -42,7 +43,7 @@ HEAD_MODULES = ("classifier", "score")
 DROPOUT_ATTRS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout",
                  "dropout", "attention_dropout", "hidden_dropout", "seq_classif_dropout")
 MERGEABLE = ("lora", "ia3")
-log = logging.getLogger("tuneline.models")
+log = logging.getLogger("tuneline.train.models")
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from tuneline.distillation import encoder_layers
+from tuneline.compress.distillation import encoder_layers
 from tuneline.errors import UserError
 
 

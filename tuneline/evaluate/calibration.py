@@ -23,8 +23,8 @@ from typing import Literal
 
 import numpy as np
 
-from tuneline.assets import tree_sha256
-from tuneline.records import write_json
+from tuneline.data.assets import tree_sha256
+from tuneline.data.records import write_json
 
 CalibrationMethod = Literal["temperature", "vector", "isotonic", "none"]
 METHODS: tuple[str, ...] = ("temperature", "vector", "isotonic", "none")

@@ -1,7 +1,7 @@
 """Classification metrics through the `evaluate` library, with our own local metric modules.
 
 Hub metrics (`evaluate.load("accuracy")`) need the network; ours live in
-`tuneline/metric_modules/<name>/<name>.py` and load offline by path:
+`tuneline/evaluate/metric_modules/<name>/<name>.py` and load offline by path:
 
   classification_scores  accuracy, precision/recall/F1 per class, macro and weighted; confusion matrix
   binary_auc             ROC-AUC and PR-AUC (average precision) for two-class tasks

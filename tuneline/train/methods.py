@@ -3,7 +3,7 @@
 `PEFT_TABLE` is a plain table of our defaults per PEFT method: each entry maps the method's
 params section to a PEFT config dict, which `peft.get_peft_config` turns into the config
 object (PEFT's own registry does the rest). `full` trains everything; `adapter` inserts our
-Houlsby adapters (tuneline.adapters) and trains them plus the head.
+Houlsby adapters (tuneline.train.adapters) and trains them plus the head.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import get_args
 import peft
 from torch import nn
 
-from tuneline import adapters
-from tuneline.models import is_head_parameter
+from tuneline.train import adapters
+from tuneline.train.models import is_head_parameter
 from tuneline.params import Method, TrainParams
 
 PEFT_TABLE: dict[str, Callable[[TrainParams, Path], dict]] = {

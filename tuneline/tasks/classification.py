@@ -15,7 +15,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 
-from tuneline.inference import Tokenized, predict_logits, tokenize
+from tuneline.evaluate.inference import Tokenized, predict_logits, tokenize
 from tuneline.params import TrainParams
 from tuneline.train.loop import Batch, LoopResult, LoopSettings, train
 
@@ -43,7 +43,7 @@ def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 def cross_entropy(y: np.ndarray, weight: np.ndarray | None = None, label_smoothing: float = 0.0):
     """The classification loss for the loop: cross-entropy of the model's logits against y[rows]."""
-    y_all = torch.as_tensor(np.asarray(y, dtype=np.int64))
+    y_all = torch.tensor(np.asarray(y, dtype=np.int64))
     w = torch.tensor(weight, dtype=torch.float32) if weight is not None else None
     on: dict[torch.device, tuple[torch.Tensor, torch.Tensor | None]] = {}
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tuneline.records import write_atomic
+from tuneline.data.records import write_atomic
 from tuneline.errors import UserError
 
 SCHEMA = """

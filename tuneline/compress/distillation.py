@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tuneline.errors import UserError
-from tuneline.inference import Tokenized
+from tuneline.evaluate.inference import Tokenized
 from tuneline.train.loop import Batch, Loss, LoopSettings, train
 
 

@@ -32,8 +32,8 @@ from typing import Iterator
 
 import pandas as pd
 
-from tuneline.assets import file_sha256
-from tuneline.records import read_json, write_json, write_parquet
+from tuneline.data.assets import file_sha256
+from tuneline.data.records import read_json, write_json, write_parquet
 from tuneline.errors import UserError
 
 MODEL_PARTS = ("finetuned", "calibrated")

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tuneline.records import write_atomic
+from tuneline.data.records import write_atomic
 
 MIN_VOCAB = 1000
 """Embedding tables with at least this many rows are quantized (vocabularies, not positions)."""

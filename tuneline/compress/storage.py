@@ -7,14 +7,14 @@ One folder per variant under models/compressed/<name>/:
   model.safetensors fp32 weights (format `hf` and `heads`), or
   model.int8.pt     the int8 state_dict (format `int8`; loads with torch.load(weights_only=True))
   tokenizer files   so the folder is self-contained
-  calibrator/       calibrator.json: the variant's own calibrator (tuneline.calibration), fitted by the stage
+  calibrator/       calibrator.json: the variant's own calibrator (tuneline.evaluate.calibration), fitted by the stage
 
 Formats:
   hf     a plain transformers folder: `AutoModelForSequenceClassification.from_pretrained` loads it
          (the distilled student; magnitude-pruned models, whose zeros are ordinary zeros).
   heads  attention heads removed, so layer shapes differ from what the config says: the loader
          builds the architecture from config.json, slices it to `kept_heads`, then loads weights.
-  int8   dynamic int8 (tuneline.quantization): rebuilt from config.json (+ kept_heads if its
+  int8   dynamic int8 (tuneline.compress.quantization): rebuilt from config.json (+ kept_heads if its
          source was head-pruned), quantized with the saved recipe, then the int8 weights loaded.
 """
 
@@ -27,9 +27,9 @@ from typing import Any
 
 from torch import nn
 
-from tuneline.pruning import apply_kept_heads
-from tuneline.quantization import load_int8, save_int8
-from tuneline.records import write_json
+from tuneline.compress.pruning import apply_kept_heads
+from tuneline.compress.quantization import load_int8, save_int8
+from tuneline.data.records import write_json
 
 VARIANT_FILE = "variant.json"
 WEIGHT_FILES = ("model.safetensors", "model.int8.pt", "pytorch_model.bin")

@@ -1,8 +1,8 @@
 """A model folder ready to answer: fine-tuned classifier + calibrator -> calibrated probabilities.
 
 A model folder is what the pipeline writes to ${paths.models} and what the registry keeps per
-version: `finetuned/` (tuneline.models) and, when the pipeline calibrates, `calibrated/`
-(tuneline.calibration: calibrator.json + model.json, a pointer to the fine-tuned folder with its
+version: `finetuned/` (tuneline.train.models) and, when the pipeline calibrates, `calibrated/`
+(tuneline.evaluate.calibration: calibrator.json + model.json, a pointer to the fine-tuned folder with its
 sha256, checked on load). Without `calibrated/` the probabilities are the softmax of the logits,
 and `calibrated` is False so callers can say so. Compressed variants load through
 tuneline.deploy.serving.load_model (the API serves them; the gate never does).
@@ -40,12 +40,12 @@ class Predictor:
     @classmethod
     def load(cls, model_dir: str | Path, version: str, cache_dir: str | Path | None = None,
              device: str | None = None) -> "Predictor":
-        from tuneline.models import load_finetuned
+        from tuneline.train.models import load_finetuned
 
         model_dir = Path(model_dir)
         finetuned, calibrator = model_dir / "finetuned", None
         if (model_dir / "calibrated").is_dir():
-            from tuneline.calibration import load_calibrated
+            from tuneline.evaluate.calibration import load_calibrated
 
             # checks that the calibrator was fitted on exactly this fine-tuned folder (sha256)
             finetuned, calibrator, _ = load_calibrated(model_dir / "calibrated", verify=True)
@@ -56,7 +56,7 @@ class Predictor:
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """[len(texts), len(labels)] probabilities. One forward pass at a time per predictor:
         concurrent requests queue here instead of oversubscribing the CPU cores."""
-        from tuneline.inference import predict_logits
+        from tuneline.evaluate.inference import predict_logits
 
         if not len(texts):
             return np.zeros((0, len(self.labels)), dtype=np.float64)

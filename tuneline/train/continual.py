@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tuneline.records import read_json
-from tuneline.registry import Registry
+from tuneline.data.records import read_json
+from tuneline.deploy.registry import Registry
 
 
 @dataclass(frozen=True)
