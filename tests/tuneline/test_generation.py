@@ -179,7 +179,7 @@ def test_chitchat_examples_ids_and_quarantine(tmp_path):
     assert r.examples[0].history == [{"role": "user", "content": "hi how are you"}]
     assert [h["role"] for h in r.examples[1].history] == ["assistant", "user"]  # same speaker as the response = assistant
     assert sorted(x.reason for x in r.rejects) == sorted(
-        [conv.PROMPT_TOO_LONG, conv.EMPTY_RESPONSE, conv.MISSING_FIELD, conv.EMPTY_RESPONSE])
+        [conv.PROMPT_TOO_LONG, conv.EMPTY_RESPONSE, conv.MISSING_FIELD, conv.NO_REPLY])
     assert r.records_in == len(r.examples) + len(r.rejects) == 6
     assert set(r.rejects_frame().columns) == {"source_row", "reason", "detail"}
 

@@ -41,3 +41,14 @@ def test_smollm2_converts_once_reloads_and_generates(tmp_path):
     n_resp = sum(1 for x in e.labels if x != gen.IGNORE)
     assert 0 < n_resp < len(e.input_ids)
     assert tok.decode([x for x in e.labels if x != gen.IGNORE]).startswith("Hello! How can I help?")
+
+
+def test_chitchat_default_data_resolves_pinned_and_reconciles(tmp_path):
+    from tuneline.assets import resolve_pypi
+    from tuneline.data.conversations import CHITCHAT_SOURCE, read_chitchat
+
+    path = resolve_pypi(CHITCHAT_SOURCE, os.environ.get("TUNELINE_TEST_CACHE") or tmp_path)
+    r = read_chitchat(path)
+    assert len({e.conversation_id for e in r.examples}) > 4000  # 4,018 of 7,168 have a reply
+    assert r.records_in == len(r.examples) + len(r.rejects) and len(r.examples) > 100_000
+    assert all(e.response and e.history for e in r.examples[:1000])
