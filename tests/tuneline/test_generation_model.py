@@ -44,7 +44,7 @@ def test_smollm2_converts_once_reloads_and_generates(tmp_path):
 
 
 def test_chitchat_default_data_resolves_pinned_and_reconciles(tmp_path):
-    from tuneline.assets import resolve_pypi
+    from tuneline.data.assets import resolve_pypi
     from tuneline.data.conversations import CHITCHAT_SOURCE, read_chitchat
 
     path = resolve_pypi(CHITCHAT_SOURCE, os.environ.get("TUNELINE_TEST_CACHE") or tmp_path)

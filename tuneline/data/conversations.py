@@ -2,7 +2,7 @@
 
 Two readers, both quarantining bad records with a reason (rows in = examples out + rejected):
   - `read_chitchat(path)`: the chitchat dataset (BYU-PCCL, MIT), `chitchat_dataset/dataset.json`
-    from PyPI `chitchat-dataset==0.9.0` (`CHITCHAT_SOURCE`, fetched with `tuneline.assets.resolve_pypi`).
+    from PyPI `chitchat-dataset==0.9.0` (`CHITCHAT_SOURCE`, fetched with `tuneline.data.assets.resolve_pypi`).
     Each conversation `{messages: [[{text, sender, timestamp} of one speaker], ...], ...}` gives one example per turn
     after the first: history = the turns before it, response = that turn.
   - `read_bitext(path)`: a CSV with `instruction` -> `response` (the bitext customer-support set).

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tuneline.assets import resolve_pypi, tree_sha256
+from tuneline.data.assets import resolve_pypi, tree_sha256
 from tuneline.params import PypiSource
 
 IGNORE = -100
@@ -234,7 +234,7 @@ def response_lengths(texts: list[str]) -> dict[str, float]:
             "empty_share": sum(1 for x in lens if x == 0) / len(lens)}
 
 
-GENERATION_SCORES_MODULE = Path(__file__).resolve().parents[1] / "metric_modules" / "generation_scores"
+GENERATION_SCORES_MODULE = Path(__file__).resolve().parents[1] / "evaluate" / "metric_modules" / "generation_scores"
 
 
 def generation_scores(predictions: list[str], references: list[str], use_stemmer: bool = False) -> dict:
