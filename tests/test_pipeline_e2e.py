@@ -12,6 +12,8 @@ data in it, train starts from the tiny BERT fixture, budgets are minimal. Then:
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
