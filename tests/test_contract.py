@@ -52,8 +52,9 @@ def _imports(path: Path) -> set[str]:
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out.add(node.module)
-            if node.module == "tuneline":
-                out |= {f"tuneline.{a.name}" for a in node.names}
+            if node.module == "tuneline" or node.module.startswith("tuneline."):
+                # `from tuneline.data.pii import engine`: engine may be a submodule (kept when it resolves to a file)
+                out |= {f"{node.module}.{a.name}" for a in node.names}
     return out
 
 

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.conftest import make_texts
-from tuneline.pii import LEAK_PATTERNS
+from tuneline.data.pii.leaks import LEAK_PATTERNS
 
 ROOT = Path(__file__).resolve().parents[1]
 PII_ROWS = [

@@ -14,7 +14,7 @@ expectations, each tagged with a short check name in its `meta`:
   min_rows_<label>     >= min_rows_per_class rows per label      expect_table_row_count_to_be_between
                                                                  with row_condition Column("label") == label
   no_<pattern>_left    no e-mail / phone / card pattern in text  expect_column_values_to_not_match_regex
-                                                                 (tuneline.pii.LEAK_PATTERNS)
+                                                                 (tuneline.data.pii.leaks.LEAK_PATTERNS)
 
 `validate_records` runs the suite on a DataFrame in an ephemeral context (nothing written to
 disk) and `summarize` reduces `result.to_json_dict()` to a plain dict: per check its name,
@@ -36,7 +36,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.expectations.row_conditions import Column
 
 from tuneline.params import ValidateParams
-from tuneline.pii import LEAK_PATTERNS
+from tuneline.data.pii.leaks import LEAK_PATTERNS
 
 SCHEMA: dict[str, str] = {
     "id": "str",
