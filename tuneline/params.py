@@ -148,7 +148,7 @@ class CollectParams(Section):
 DEFAULT_ID_PATTERNS: dict[str, str] = {  # clean.id_patterns defaults (tuneline.data.pii.recognizers)
     "ORDER_ID": r"(?i:(?:order|purchase|parcel|tracking|shipment|booking)\s*(?:no\.?|number|num|id|#|ref)?\s*(?:is\s+)?[:#(]?\s*)(#?[A-Z]{0,4}-?\d[\d-]{2,}\d[A-Z\d-]*)",
     "INVOICE_ID": r"(?i:(?:invoice|bill|receipt)\s*(?:no\.?|number|num|id|#|reference|ref)?\s*(?:is\s+)?[:#]?\s*)(#?[A-Z]{0,4}-?\d{3,}[A-Z\d-]*)|#\d{4,}\b",
-    "REFERENCE_ID": r"\b[A-Z]{2,4}-\d{4,}\b",  # INV-82415, ORD-778812, AC-5521908: prefix, dash, digits
+    "REFERENCE_ID": r"\b[A-Z]{2,4}-\d{4,}\b|\b[A-Z]{1,4}\d{6,}\b|(?<![\w.,:/£$€-])#?\d{8,}(?![\w.,:/-])",  # INV-82415, PO159908, 8+ digits: references without a cue word
     "ACCOUNT_ID": r"(?i:(?:account|acct|customer|member|membership|ticket|case|reference|ref)\s*(?:no\.?|number|num|id|#)?\s*[:#]?\s*)([A-Z]{0,4}-?\d{4,}[A-Z\d-]*)",
 }
 

@@ -35,6 +35,7 @@ STREET_SUFFIXES = (
     "Lanes|Drives|Courts|Walks|Views|Lights|Parks|Squares|Hills|Groves|Terraces|Crescents|Places|Closes"
 )
 _CAP = r"[A-Z][a-zA-Z'’-]+"
+_TITLE = r"(?:Mc|Mac|O')?[A-Z][a-z'’-]+"
 _UNIT = r"(?:Flat|Apt\.?|Apartment|Unit|Suite|Studio|Room|Floor)\s+\d+[A-Za-z]?"
 STREET_ADDRESS = (
     # [Flat 3,] 113 Mill Road [Suite 5] -- a number, up to three capitalised words, a street suffix
@@ -42,7 +43,7 @@ STREET_ADDRESS = (
     # Flat 1, Carol Dam / Studio 11, Stuart Corner: a unit then capitalised words
     rf"|\b{_UNIT}\b(?:,?\s+(?:\d{{1,5}}\s+)?(?:{_CAP}\s+){{0,2}}{_CAP})?"
     # after an address cue ("live at", "deliver to", "address:"): a number and capitalised words
-    rf"|(?i:\b(?:at|to|on|reach|house|address:?|address is)\s)(\d{{1,5}}[A-Za-z]?\s+(?:{_CAP}\s+){{0,2}}{_CAP}\b(?:,?\s+{_UNIT}\b)?)"
+    rf"|(?i:\b(?:at|to|on|reach|house|address:?|address is)\s)((?:\d{{1,4}}[A-Za-z]?\s+(?:{_TITLE}\s+){{0,2}}|\d{{5}}\s+(?:{_TITLE}\s+){{1,2}}){_TITLE}\b(?:,?\s+{_UNIT}\b)?)"
 )
 UK_POSTCODE = r"\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b"
 CA_POSTCODE = r"\b[A-Z]\d[A-Z]\s?\d[A-Z]\d\b"
@@ -61,15 +62,16 @@ _LNAME = r"[a-zA-Z][a-z'’-]+(?: [a-zA-Z][a-z'’-]+)?"
 NAME_CONTEXTS = [
     rf"(?i:\b(?:this is|it'?s|its|i am|i'm|im|my name is|name is|name's|call me)\s+)({_NAME})(?=\s*(?:again|here|from|speaking|[.,!?;:\n]|$))",
     rf"(?i:\b(?:it'?s|its|this is|im|i'm)\s+)({_LNAME})(?=\s+(?i:again|here(?!\s+is)|speaking)\b)",
-    rf"(?i:\b(?:my name is|my name's|call me)\s+)({_LNAME})",
+    rf"(?i:\b(?:my name is|my name's)\s+)({_LNAME})",
+    rf"(?i:\bcall me\s+)({_NAME})",
     rf"(?i:\bname on the (?:order|account|card|booking|invoice|parcel)(?: is)?\s*[:\-]?\s*)({_NAME}|{_LNAME})",
-    rf"(?i:\b(?:hi|hello|hey|dear|thanks|thank you|cheers|regards|best|sincerely|yours|bye|morning|evening|afternoon),?\s+)({_NAME})(?=\s*[,.!?\n]|\s*$)",
-    rf"\b(?:Mr|Mrs|Ms|Miss|Dr|Prof|mr|mrs|ms)\.?\s+{_NAME}",
-    rf"(?i:\b(?:thanks|thank you|cheers|bye|ta|ok|hi|hey|hello)\s+)(?!(?i:again|so|very|a|for|all|guys|team|mate|you|everyone|in|much|lot|there|folks)\b)([a-zA-Z][a-z'’-]+)(?=\s*[,!.]|\s*$)",
+    rf"(?i:\b(?:hi|hello|hey|dear|thanks|thank you|cheers|regards|best|sincerely|yours|bye|morning|evening|afternoon),?\s+)(?!(?:Sir|Madam|All|Team|Everyone|Guys|Folks|Babe|Dear|Love|Mate|There|Again)\b)({_NAME})(?=\s*[,.!?\n]|\s*$)",
+    rf"\b(?:Mr|Mrs|Ms|Miss|Dr|Prof|mr|mrs|ms)\.?\s+(?!(?i:you|your|u|ur|it|this|that|the|my|me|him|her)\b){_NAME}",
+    rf"(?i:\b(?:thanks|thank you|cheers|bye|ta|ok|hi|hey|hello)\s+)(?!(?i:again|so|very|a|for|all|guys|team|mate|you|everyone|in|much|lot|there|folks|sir|madam|babe|dear|love|bro|man|dude|lol|lor|plz|pls|ya|yar)\b)([A-Z][a-z'’-]+)(?=\s*[,!.]|\s*$)",
     rf"(?i:\b(?:customer|recipient|addressee|contact|sender|signed|name)\s*:\s*)({_NAME}|{_LNAME})",
     rf"(?:^|\n)(?:--\s*\n|(?i:(?:kind |best |warm )?regards|thanks|cheers|sincerely|best),?\s*\n)({_NAME})",
 ]
-PLACE_BEFORE = r"(?i:\b(?:in|from|to|at|near|our|your|the|of|into|via|around|outside|left|leaving|reached|visiting|out of)\s+)"
+PLACE_BEFORE = r"(?i:\b(?:in|from|to|at|near|our|your|of|into|via|around|outside|left|leaving|reached|visiting|out of)\s+)"
 PLACE_AFTER = r"(?=\s+(?i:depot|office|branch|store|shop|warehouse|hub|centre|center|area|site|team|location|address|city)\b)"
 
 
@@ -198,7 +200,7 @@ def name_list_recognizer():
 
     pair = re.compile(r"\b([A-Z][a-z]{2,})\s+((?:Mc|Mac|O')?[A-Z][a-z'’]+(?:-[A-Z][a-z]+)?)\b")
     solo = re.compile(r"\b([A-Z][a-z]{2,})(?=\s+here\b|['’]s\s+(?:phone|account|order|email|laptop|card)\b|\s*,\s*(?:I|i|my)\b)")
-    intro = re.compile(r"(?i:\b(?:i'?m|i am|it'?s|this is|my name is|my name's|name's|call me)\s+)([a-z]{3,})(\s+[a-z]{3,})?\b")
+    intro = re.compile(r"(?i:\b(?:i'?m|i am|it'?s|this is|my name is|my name's|name's|call me|hi|hey|hello|dear|thanks|thank you|cheers|bye)\s+)([a-z]{3,})(\s+[a-z]{3,})?\b")
 
     class NameListRecognizer(EntityRecognizer):
         def load(self):
@@ -212,8 +214,10 @@ def name_list_recognizer():
                 out.append(RecognizerResult("PERSON", start, end, 0.6, recognition_metadata={
                     RecognizerResult.RECOGNIZER_NAME_KEY: self.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
 
+            surnames = _Surnames.names()
             for m in pair.finditer(text):
-                if m.group(1).lower() in names and m.group(2).lower() not in _NOT_SURNAMES \
+                if (m.group(1).lower() in names or (m.group(2).lower() in surnames
+                                                    and m.group(1).lower() not in _NOT_NAME_WORDS)) and m.group(2).lower() not in _NOT_SURNAMES \
                         and not re.fullmatch(STREET_SUFFIXES, m.group(2)):
                     add(m.start(1), m.end(2))
             for m in solo.finditer(text):  # "Derek here,", "Sent from Hollie's phone"
@@ -227,6 +231,50 @@ def name_list_recognizer():
             return out
 
     return NameListRecognizer(supported_entities=["PERSON"], name="TunelineNameListRecognizer")
+
+
+# Titlecase words that start or end a capitalised pair without it being a person's name
+_NOT_NAME_WORDS = _NOT_SURNAMES | frozenset("""customer care support service team help desk center centre new old big
+black white red blue green gold silver prime premium plus pro free best good great happy merry dear sir madam
+mr mrs ms dr st saint north south east west central united kingdom states city county state bank card credit
+debit visa mastercard paypal amazon google apple microsoft facebook whatsapp iphone android windows online
+office depot store shop warehouse branch my your our his her their its we you they he she it is was has
+please kind regards yours sincerely best wishes love happy birthday good morning afternoon evening night
+day week month year today tomorrow yesterday yourself myself atleast""".split())
+
+
+def name_cue_recognizer():
+    """PERSON for two capitalised words in a person's slot: after words that introduce a person
+    ("for", "contact", "my wife", "ask for") or before a reporting verb ("... called", "... said")."""
+    from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+    pair = r"((?:Mc|Mac|O')?[A-Z][a-z'’]+(?:-[A-Z][a-z]+)?\s+(?:Mc|Mac|O'|van |de |von )?[A-Z][a-z'’]+(?:-[A-Z][a-z]+)?)"
+    before = re.compile(r"(?i:\b(?:for|from|by|with|contact|ask for|speak to|spoke to|spoke with|talk to|husband|wife|"
+                        r"son|daughter|partner|mum|mom|dad|father|mother|brother|sister|friend|colleague|manager|"
+                        r"boss|client|agent|driver|courier|neighbou?r|tenant|landlord|recipient|holder|dear)\s+)" + pair
+                        + r"(?!\s+(?:Street|Road|Lane|Avenue|Drive|depot|office|branch|store|warehouse)\b)")
+    after = re.compile(pair + r"(?=\s+(?:called|said|says|wrote|asked|ordered|placed|reported|emailed|phoned|paid|"
+                               r"bought|returned|requested|complained|mentioned|confirmed|here|again|\())")
+
+    class NameCueRecognizer(EntityRecognizer):
+        def load(self):
+            pass
+
+        def analyze(self, text, entities, nlp_artifacts=None):
+            cities = _Gazetteer.cities()
+            out = []
+            for rx in (before, after):
+                for m in rx.finditer(text):
+                    words = m.group(1).split()
+                    if any(w.lower() in _NOT_NAME_WORDS for w in words) or m.group(1).lower() in cities \
+                            or re.fullmatch(STREET_SUFFIXES, words[-1]):
+                        continue
+                    out.append(RecognizerResult("PERSON", m.start(1), m.end(1), 0.6, recognition_metadata={
+                        RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                        RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
+            return out
+
+    return NameCueRecognizer(supported_entities=["PERSON"], name="TunelineNameCueRecognizer")
 
 
 class _Surnames:
@@ -253,7 +301,8 @@ def tuneline_recognizers(id_patterns: Mapping[str, str] | None = None, ner: bool
                                                rf"(?<=[A-Z]{{2}} ){US_ZIP}",
                                                # a 5-digit ZIP after a town: "Jishou, 25431", "Capivari 54247"
                                                rf"\b[A-Z][a-z]+{_NOT_ZIP_BEFORE},?\s({US_ZIP})(?=\s*(?:[.,;)\n]|$))",
-                                               rf"(?<=[a-z],\s)\d{{5}}(?=\s*(?:[.;\n]|$))",
+                                               rf"(?<=[a-z],\s)\d{{5}}(?:-\d{{4}})?(?=\s*(?:[.,;)\n]|$))",
+                                               r"^\d{5}(?:-\d{4})?$",  # a ZIP alone on an address line
                                                CA_POSTCODE, AU_POSTCODE], 0.6, "TunelineZipRecognizer", needs_digit=True),
         _group_pattern_recognizer("PHONE_NUMBER", [GLUED_PHONE], 0.6, "TunelineGluedPhoneRecognizer", needs_digit=True),
         # written phone formats whatever the number's validity (phonenumbers rejects unassigned area codes)
@@ -264,6 +313,7 @@ def tuneline_recognizers(id_patterns: Mapping[str, str] | None = None, ner: bool
         _group_pattern_recognizer("PERSON", NAME_CONTEXTS, 0.6, "TunelineNameContextRecognizer"),
         city_recognizer(),
         name_list_recognizer(),
+        name_cue_recognizer(),
         # a town written in an address: between a street address (or a line start / comma) and a postcode,
         # or right after a street address and a comma
         _group_pattern_recognizer("LOCATION", [
