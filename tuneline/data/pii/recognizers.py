@@ -145,8 +145,8 @@ def city_recognizer():
     from presidio_analyzer import EntityRecognizer, RecognizerResult
 
     cand = re.compile(r"\b[A-Z][a-zA-Z'’.]+(?:(?:[ -]|-[a-z]+-)[A-Z][a-zA-Z'’]+){0,3}")
-    cue_before = re.compile(PLACE_BEFORE.replace("(?i:", "(?i:(?:^|\\s)").rstrip(")") + ")$")
-    cue_after = re.compile(PLACE_AFTER.replace("(?=", "^(?:", 1))
+    before_rx = re.compile(PLACE_BEFORE + "(" + cand.pattern + ")")
+    after_rx = re.compile("(" + cand.pattern + ")" + PLACE_AFTER)
 
     class CityRecognizer(EntityRecognizer):
         def load(self):
@@ -154,17 +154,29 @@ def city_recognizer():
 
         def analyze(self, text, entities, nlp_artifacts=None):
             cities = _Gazetteer.cities()
-            out = []
-            for m in cand.finditer(text):
-                parts = re.split(r"(?<=[a-zA-Z'’])(?= )", m.group(0).rstrip("."))
+            out, seen = [], set()
+
+            def add(start, end):
+                if (start, end) not in seen:
+                    seen.add((start, end))
+                    out.append(RecognizerResult("LOCATION", start, end, 0.6, recognition_metadata={
+                        RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                        RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
+
+            # only the capitalised words right after a place cue or right before a place word are looked up
+            for m in before_rx.finditer(text):
+                parts = re.split(r"(?<=[a-zA-Z'’])(?= )", m.group(1).rstrip("."))
                 for n in range(len(parts), 0, -1):  # longest prefix that is a city
                     name = "".join(parts[:n])
-                    start, end = m.start(), m.start() + len(name)
-                    if name.lower() in cities and name.lower() not in _NOT_PLACES and (
-                            cue_before.search(text[max(0, start - 12):start]) or cue_after.match(text[end:])):
-                        out.append(RecognizerResult("LOCATION", start, end, 0.6, recognition_metadata={
-                            RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
-                            RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
+                    if name.lower() in cities and name.lower() not in _NOT_PLACES:
+                        add(m.start(1), m.start(1) + len(name))
+                        break
+            for m in after_rx.finditer(text):
+                parts = re.split(r"(?<=[a-zA-Z'’])(?= )", m.group(1))
+                for n in range(len(parts)):  # longest suffix that is a city
+                    name = "".join(parts[n:]).strip()
+                    if name.lower() in cities and name.lower() not in _NOT_PLACES:
+                        add(m.end(1) - len(name), m.end(1))
                         break
             return out
 
@@ -339,3 +351,44 @@ def country_names() -> tuple[str, ...]:
     names |= {"USA", "US", "UK", "U.S.", "U.K.", "America", "Britain", "Great Britain", "England", "Scotland", "Wales",
               "Europe", "EU", "the UK", "the US", "the USA"}
     return tuple(sorted(names))
+
+
+_URL_TLDS = frozenset("""com net org edu gov info biz io co uk us ca au nz ie de fr nl es it eu tv me ly ac in
+app dev ai sg""".split())
+
+
+def _plausible_url(value: str) -> bool:
+    """A URL presidio found is kept when it has a scheme, www or a path, or ends in a common
+    lowercase TLD: SMS words glued at a full stop ("pass.Th", "drink.pa", "told..sh") are not URLs."""
+    if "://" in value or value.lower().startswith("www.") or ("/" in value and ".." not in value):
+        return True
+    if ".." in value:
+        return False
+    tld = value.rstrip("./").rsplit(".", 1)[-1]
+    return tld in _URL_TLDS
+
+
+def _plausible_ner_person(text: str, start: int, end: int) -> bool:
+    """A spaCy PERSON is kept unless it has no capital letter and no listed first name ("ya babe", "dun wan")."""
+    value = text[start:end]
+    if any(c.isupper() for c in value):
+        return True
+    names = _FirstNames.names()
+    return any(w in names for w in re.findall(r"[a-z]+", value))
+
+
+def filter_stock_results(recognizer) -> None:
+    """Drop presidio's implausible URL and lowercase spaCy PERSON results (see the two checks above);
+    the recognizer's class and patterns stay presidio's, so fast.entity_gates still gates it."""
+    kind = type(recognizer).__name__
+    if kind not in ("UrlRecognizer", "SpacyRecognizer"):
+        return
+    search = recognizer.analyze
+
+    def analyze(text, entities, nlp_artifacts=None, *args, **kwargs):
+        results = search(text, entities, nlp_artifacts, *args, **kwargs)
+        if kind == "UrlRecognizer":
+            return [r for r in results if _plausible_url(text[r.start:r.end])]
+        return [r for r in results if r.entity_type != "PERSON" or _plausible_ner_person(text, r.start, r.end)]
+
+    recognizer.analyze = analyze
