@@ -9,7 +9,8 @@ Params: base, paths, clean      Run: dvc repro clean   (or: python -m stages.cle
 Per row, in order: Unicode normalization (clean.normalization), markup and control characters
 stripped, whitespace folded (tuneline.text.clean_text); rows without text, with a label outside
 base.labels, or outside clean.min_chars..max_chars are rejected; the rest are anonymized with
-presidio (tuneline.data.pii.fast.anonymize_batch: clean.pii_entities, pii_score_threshold, pii_operator)
+presidio (tuneline.data.pii.fast.anonymize_batch: clean.pii_entities, pii_score_threshold, pii_operator;
+tuneline's recognizers with clean.id_patterns: tuneline.data.pii.recognizers)
 and the length bounds are checked again on the anonymized text. Ids stay those of collect, so a
 clean record traces back to its raw row. clean.json holds rows_in = rows_out + rows_rejected,
 the reasons, and how many entities of each type were replaced: counts only, never the values.
@@ -84,7 +85,7 @@ def run(p: CleanParams, base: BaseParams, paths: Paths) -> dict:
     results: list[fast.Anonymized] = []
     anon_seconds = 0.0
     if p.pii_entities and keep.any():
-        analyzer = engine.build_analyzer(p.spacy_model)
+        analyzer = engine.build_analyzer(p.spacy_model, id_patterns=p.id_patterns)
         engine.check_entities(analyzer, p.pii_entities)
         anon_started = time.perf_counter()
         with tqdm(total=int(keep.sum()), desc="clean: anonymize", unit="text", mininterval=1.0) as bar:

@@ -221,7 +221,7 @@ def build_anonymizer(clean: CleanParams) -> Anonymizer:
     The analyzer is built once (~1 s); each call anonymizes in this process (no worker pool)."""
     from tuneline.data.pii import engine, fast
 
-    analyzer = engine.build_analyzer(clean.spacy_model)
+    analyzer = engine.build_analyzer(clean.spacy_model, id_patterns=clean.id_patterns)
 
     def anonymize(texts: list[str]) -> list[tuple[str, int]]:
         out = fast.anonymize_batch(texts, analyzer, entities=clean.pii_entities,

