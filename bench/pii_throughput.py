@@ -6,7 +6,7 @@
 Methods, all with the clean settings of params.yaml (entities, threshold, operator, spaCy model):
   naive      for each text: AnalyzerEngine.analyze(text) + AnonymizerEngine.anonymize(...) with a
              plain presidio AnalyzerEngine (same NLP configuration, presidio's default enhancer)
-  batch-1    tuneline.pii.anonymize_batch(..., n_process=1): nlp.pipe batches, lemmas only where a
+  batch-1    tuneline.data.pii.fast.anonymize_batch(..., n_process=1): nlp.pipe batches, lemmas only where a
              context word can change a score, no anonymizer call for texts without PII
   stage      anonymize_batch with clean.n_process (0 = one worker per core), as the stage runs it,
              including the start of the worker pool
@@ -42,8 +42,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tuneline import pii
 from tuneline.data import assets  # noqa: E402
+from tuneline.data.pii import engine, fast  # noqa: E402
 from tuneline.params import load_params  # noqa: E402
 from tuneline.data.text import clean_text  # noqa: E402
 
@@ -78,8 +78,8 @@ def naive(texts, analyzer, anonymizer, operators, c) -> list[tuple[str, tuple]]:
     return out
 
 
-def batch(texts, analyzer, c, n_process: int) -> list[pii.Anonymized]:
-    return pii.anonymize_batch(texts, analyzer, entities=c.pii_entities, score_threshold=c.pii_score_threshold,
+def batch(texts, analyzer, c, n_process: int) -> list[fast.Anonymized]:
+    return fast.anonymize_batch(texts, analyzer, entities=c.pii_entities, score_threshold=c.pii_score_threshold,
                                operator=c.pii_operator, salt=c.pii_hash_salt, batch_size=c.batch_size,
                                n_process=n_process)
 
@@ -91,7 +91,7 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def agreement(ref: list[tuple[str, tuple]], got: list[pii.Anonymized]) -> dict:
+def agreement(ref: list[tuple[str, tuple]], got: list[fast.Anonymized]) -> dict:
     same_found = sum(tuple(e[:3] for e in r[1]) == tuple((f.start, f.end, f.entity_type) for f in g.found)
                      for r, g in zip(ref, got))
     same_scores = sum(r[1] == tuple((f.start, f.end, f.entity_type, f.score) for f in g.found)
@@ -122,12 +122,12 @@ def main() -> None:
     from presidio_anonymizer import AnonymizerEngine
 
     t0 = time.perf_counter()
-    analyzer = pii.build_analyzer(c.spacy_model)
+    analyzer = engine.build_analyzer(c.spacy_model)
     build_s = time.perf_counter() - t0
-    baseline = pii.build_analyzer(c.spacy_model, defer_lemmas=False)  # presidio's own enhancer
+    baseline = engine.build_analyzer(c.spacy_model, defer_lemmas=False)  # presidio's own enhancer
     anonymizer = AnonymizerEngine()
-    operators = pii.build_operators(c.pii_operator, c.pii_entities, c.pii_hash_salt)
-    workers = pii.resolve_processes(c.n_process)
+    operators = engine.build_operators(c.pii_operator, c.pii_entities, c.pii_hash_salt)
+    workers = fast.resolve_processes(c.n_process)
     load_before = os.getloadavg()
     rows = []
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:

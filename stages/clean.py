@@ -9,7 +9,8 @@ Params: base, paths, clean      Run: dvc repro clean   (or: python -m stages.cle
 Per row, in order: Unicode normalization (clean.normalization), markup and control characters
 stripped, whitespace folded (tuneline.data.text.clean_text); rows without text, with a label outside
 base.labels, or outside clean.min_chars..max_chars are rejected; the rest are anonymized with
-presidio (tuneline.pii.anonymize_batch: clean.pii_entities, pii_score_threshold, pii_operator)
+presidio (tuneline.data.pii.fast.anonymize_batch: clean.pii_entities, pii_score_threshold, pii_operator;
+tuneline's recognizers with clean.id_patterns: tuneline.data.pii.recognizers)
 and the length bounds are checked again on the anonymized text. Ids stay those of collect, so a
 clean record traces back to its raw row. clean.json holds rows_in = rows_out + rows_rejected,
 the reasons, and how many entities of each type were replaced: counts only, never the values.
@@ -26,8 +27,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from tuneline.data.pii import engine, fast
 from tuneline.errors import UserError, run_main
-from tuneline import pii
 from tuneline.logs import setup_logging
 from tuneline.params import BaseParams, CleanParams, Paths, load_params
 from tuneline.data.records import RECORD_COLUMNS, read_parquet, rejects_frame, write_json, write_parquet
@@ -82,20 +83,20 @@ def run(p: CleanParams, base: BaseParams, paths: Paths) -> dict:
     keep = reasons == ""
     rows_changed = int(sum(t != r for t, r, k in zip(texts, df["text"], keep) if k))
 
-    results: list[pii.Anonymized] = []
+    results: list[fast.Anonymized] = []
     anon_seconds = 0.0
     if p.pii_entities and keep.any():
-        analyzer = pii.build_analyzer(p.spacy_model)
-        pii.check_entities(analyzer, p.pii_entities)
+        analyzer = engine.build_analyzer(p.spacy_model, id_patterns=p.id_patterns)
+        engine.check_entities(analyzer, p.pii_entities)
         anon_started = time.perf_counter()
         with tqdm(total=int(keep.sum()), desc="clean: anonymize", unit="text", mininterval=1.0) as bar:
-            results = pii.anonymize_batch(
+            results = fast.anonymize_batch(
                 texts[keep].tolist(), analyzer, entities=p.pii_entities, score_threshold=p.pii_score_threshold,
                 operator=p.pii_operator, salt=p.pii_hash_salt, batch_size=p.batch_size, n_process=p.n_process,
                 progress=bar.update)
         anon_seconds = time.perf_counter() - anon_started
     else:
-        results = [pii.Anonymized(t) for t in texts[keep]]
+        results = [fast.Anonymized(t) for t in texts[keep]]
 
     kept_idx = df.index[keep]
     out = df.loc[kept_idx].copy()

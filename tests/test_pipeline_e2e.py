@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.tiny_repo import run_cmd
-from tuneline.pii import LEAK_PATTERNS
+from tuneline.data.pii.leaks import LEAK_PATTERNS
 
 
 @pytest.fixture(scope="module")

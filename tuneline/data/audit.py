@@ -1,6 +1,6 @@
 """Leak audit: find personal data left in the artifacts a pipeline run ships, and say where, never what.
 
-The detectors here are independent of the clean stage (tuneline.pii, presidio): plain regexes
+The detectors here are independent of the clean stage (tuneline.data.pii, presidio): plain regexes
 plus checksums, so a bug or a blind spot in presidio's recognizers is not repeated here. Each
 detector takes a text and returns the spans it found:
 

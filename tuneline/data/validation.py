@@ -14,7 +14,7 @@ expectations, each tagged with a short check name in its `meta`:
   min_rows_<label>     >= min_rows_per_class rows per label      expect_table_row_count_to_be_between
                                                                  with row_condition Column("label") == label
   no_<pattern>_left    no e-mail / phone / card pattern in text  expect_column_values_to_not_match_regex
-                                                                 (tuneline.pii.LEAK_PATTERNS; phone
+                                                                 (tuneline.data.pii.leaks.LEAK_PATTERNS; phone
                                                                  also glued: FORBIDDEN_REGEX)
 
 `validate_records` runs the suite on a DataFrame in an ephemeral context (nothing written to
@@ -37,7 +37,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.expectations.row_conditions import Column
 
 from tuneline.params import ValidateParams
-from tuneline.pii import LEAK_PATTERNS
+from tuneline.data.pii.leaks import LEAK_PATTERNS
 
 SCHEMA: dict[str, str] = {
     "id": "str",
@@ -59,7 +59,7 @@ PATTERN_NAMES = {"email": "e-mail address", "phone": "phone number", "credit_car
 # that only digit boundaries delimit: no digit (nor a decimal point after one) before it, anything after.
 GLUED_PHONE = r"(?<![\d+])(?<!\d[.,])(?:0[1-9](?:[ .-]?\d){8,9}|(?:\+|00)[1-9](?:[ .-]?\d){7,13})"
 FORBIDDEN_REGEX = {**LEAK_PATTERNS, "phone": f"(?:{LEAK_PATTERNS['phone']})|{GLUED_PHONE}"}
-"""The regex each `no_<pattern>_left` check forbids: tuneline.pii.LEAK_PATTERNS, phone widened."""
+"""The regex each `no_<pattern>_left` check forbids: tuneline.data.pii.leaks.LEAK_PATTERNS, phone widened."""
 
 
 def _check(name: str, description: str, expectation: type[gxe.Expectation], **kwargs: Any) -> gxe.Expectation:

