@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from stages import validate
+from tuneline.errors import EXIT_USER_ERROR, run_main
 from tests.tuneline.test_validation import EMAIL, good_records
 from tuneline.params import BaseParams, Paths, ValidateParams
 from tuneline.data.records import read_json, write_parquet
@@ -44,7 +45,7 @@ def test_failure_writes_both_outputs_then_raises(tmp_path):
     assert "no_email_left" in page and "id_unique" in page and EMAIL not in page
 
 
-def test_main_exits_nonzero_with_the_message(tmp_path, monkeypatch, repo_root):
+def test_main_exits_nonzero_with_the_message(tmp_path, monkeypatch, repo_root, capsys):
     df = good_records()
     df.loc[3, "label"] = "eggs"
     paths = _setup(tmp_path, df)
@@ -53,8 +54,9 @@ def test_main_exits_nonzero_with_the_message(tmp_path, monkeypatch, repo_root):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
-        validate.main()
-    assert exit_.value.code != 0
-    assert str(exit_.value.code).startswith("validate: ") and "label_in_set" in str(exit_.value.code)
-    assert df.loc[3, "id"] in str(exit_.value.code)
+        run_main(validate.main)
+    assert exit_.value.code == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "label_in_set" in err and df.loc[3, "id"] in err
+    assert "Traceback" not in err
     assert read_json(tmp_path / "m" / "validation.json")["success"] is False

@@ -61,6 +61,8 @@ def test_recall_and_precision_floors_on_held_out_templates(clean_defaults):
     ("Call Help08712402972 now", "08712402972"),
     ("T&C TsCs08714740323 apply", "08714740323"),
     ("from 08718726270150p/min", "08718726270"),
+    ("-stopsms-08718727870150ppm", "08718727870"),  # the two the default run's validate caught
+    ("a new tone. 0870737910216yrs only", "08707379102"),
 ])
 def test_glued_phone_numbers_are_replaced(clean_defaults, text, value):
     p, analyzer = clean_defaults

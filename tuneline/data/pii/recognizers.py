@@ -51,9 +51,9 @@ AU_POSTCODE = r"(?<=\b(?:NSW|VIC|QLD|TAS|ACT) )\d{4}\b|(?<=\b(?:SA|WA|NT) )\d{4}
 _TOWN = r"[A-Z][a-zA-Z'’]+(?:[ -][A-Z][a-zA-Z'’]+){0,2}"
 _NOT_ZIP_BEFORE = r"(?<!Order )(?<!Invoice )(?<!Account )(?<!Ticket )(?<!Case )(?<!Ref )(?<!Number )(?<!No )"
 US_ZIP = r"\b\d{5}(?:-\d{4})?\b"
-GLUED_PHONE = r"(?<!\d)(?:\+44|0)\d{10,11}(?!\d)|(?<!\d)0\d{10}(?=\d{1,3}p\b)"
-"""11-12 digit UK-style numbers, also glued to letters ("Help08712402972") or to a price in pence
-("08718726270150p": the number, then 150p)."""
+GLUED_PHONE = r"(?<!\d)(?:\+44|0)\d{10,11}(?!\d)|(?<!\d)0\d{10}(?=\d{1,3}[A-Za-z])"
+"""11-12 digit UK-style numbers, also glued to letters ("Help08712402972") or to a short number with a
+unit ("08718726270150p", "08718727870150ppm", "0870737910216yrs": the number, then 150p / 16yrs)."""
 
 # person names after words that introduce one; the name is one to three capitalised words (or
 # lowercase after the strongest cues: "this is", "its", "my name is")
