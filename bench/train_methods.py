@@ -93,7 +93,7 @@ def child(args) -> dict:
     pred = predict_logits(ft.model, ft.tokenizer, test.text.tolist(), train.max_length, 128).argmax(1)
     per = f1_score(y, pred, labels=list(range(len(labels))), average=None, zero_division=0)
     return {"method": args.child, "test_accuracy": round(float(accuracy_score(y, pred)), 4),
-            "test_f1_macro": round(float(per.mean()), 4), "test_f1_positive": round(float(per[-1]), 4),
+            "test_macro_f1": round(float(per.mean()), 4), "test_f1_positive": round(float(per[-1]), 4),
             "val": m["val"], "trainable_params": m["trainable_params"], "total_params": m["total_params"],
             "trainable_pct": m["trainable_pct"], "wall_seconds": round(wall, 1), "train_seconds": m["train_seconds"],
             "samples_per_s": m["samples_per_s"], "peak_memory_mb": m["peak_memory_mb"], "steps": m["steps"],
@@ -148,7 +148,7 @@ def main() -> None:
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(r)
-        print(f"{method:9s} acc {r['test_accuracy']:.4f}  f1 {r['test_f1_macro']:.4f}  "
+        print(f"{method:9s} acc {r['test_accuracy']:.4f}  f1 {r['test_macro_f1']:.4f}  "
               f"pos-f1 {r['test_f1_positive']:.4f}  trainable {r['trainable_pct']:.3f}%  {r['wall_seconds']:.0f} s  "
               f"{r['peak_memory_mb']:.0f} MB", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +163,7 @@ def main() -> None:
         if "error" in r:
             print(f"| {r['method']} | failed: {r['error']} | | | | | |")
             continue
-        print(f"| {r['method']} | {r['test_accuracy']:.4f} | {r['test_f1_macro']:.4f} | {r['test_f1_positive']:.4f} | "
+        print(f"| {r['method']} | {r['test_accuracy']:.4f} | {r['test_macro_f1']:.4f} | {r['test_f1_positive']:.4f} | "
               f"{r['trainable_pct']:.3f} | {r['wall_seconds']:.0f} | {r['peak_memory_mb']:.0f} |")
     print(f"\nwrote {out}")
 

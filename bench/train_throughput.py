@@ -88,7 +88,7 @@ def child(args) -> dict:
             res = fit(model, tok, x, y, vx, vy, labels, p, seed=params.base.seed, checkpoint_dir=Path(ckpt),
                       fingerprint="bench", progress=False)
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-        extra = {"precision": res.precision, "val_f1_macro_internal": res.best["f1_macro"]}
+        extra = {"precision": res.precision, "val_macro_f1_internal": res.best["macro_f1"]}
     else:
         from datasets import Dataset
         from transformers import DataCollatorWithPadding, Trainer, TrainingArguments

@@ -301,7 +301,7 @@ class AdapterParams(Section):
 
 
 class EarlyStoppingParams(Section):
-    metric: Literal["f1_macro", "accuracy", "loss"] = "f1_macro"
+    metric: Literal["macro_f1", "accuracy", "loss"] = "macro_f1"
     """Validation metric that picks the best checkpoint (loss: lower is better)."""
     patience: int = Field(2, ge=0)
     """Stop after this many evaluations without improvement; 0 = never stop early."""

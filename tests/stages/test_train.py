@@ -55,13 +55,13 @@ def test_stage_writes_model_metrics_and_curves(tmp_path, repo_root, tiny_model_d
         m = train_stage.run(p.train, p.base, paths)
     assert m["method"] == "lora" and m["device"] == "cpu" and m["precision"] == "fp32"
     assert 0 < m["trainable_params"] < m["total_params"] and m["steps"] == 24 and m["epochs_run"] == 2
-    assert set(m["val"]) == {"loss", "accuracy", "f1_macro", "f1"} and set(m["val"]["f1"]) == set(LABELS)
+    assert set(m["val"]) == {"loss", "accuracy", "macro_f1", "f1"} and set(m["val"]["f1"]) == set(LABELS)
     on_disk = json.loads((root / "reports/metrics/train.json").read_text())
     assert on_disk == json.loads(json.dumps(m))
     steps = pd.read_csv(root / "reports/plots/train_steps.tsv", sep="\t")
     evals = pd.read_csv(root / "reports/plots/train_val.tsv", sep="\t")
     assert list(steps.columns) == ["step", "epoch", "loss", "lr"] and len(steps) == 24
-    assert {"step", "loss", "accuracy", "f1_macro", "f1_ham", "f1_spam"} <= set(evals.columns)
+    assert {"step", "loss", "accuracy", "macro_f1", "f1_ham", "f1_spam"} <= set(evals.columns)
     assert evals["step"].tolist() == [6, 12, 18, 24]
     ft = load_finetuned(root / "models/finetuned")
     assert ft.labels == LABELS and ft.meta["method"] == "lora" and ft.meta["max_length"] == 32
@@ -76,7 +76,7 @@ def _checkpoint_file(root: Path) -> Path | None:
 
 def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, repo_root, tiny_model_dir):
     settings = {"method": "full", "epochs": 3, "eval_every": 5, "dropout": 0.2,
-                "early_stopping": {"metric": "f1_macro", "patience": 0}}
+                "early_stopping": {"metric": "macro_f1", "patience": 0}}
     killed = make_project(tmp_path / "killed", repo_root, tiny_model_dir, **settings)
     env = {**os.environ, "PYTHONPATH": str(repo_root), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     log = tmp_path / "killed.log"

@@ -268,7 +268,7 @@ def training_section(inp: Inputs) -> Section:
                           caption="Method and run"))
     if val := train.get("val"):
         s.blocks.append(Paragraph(f"Best validation evaluation: loss {fmt(val['loss'])}, accuracy "
-                                  f"{fmt(val['accuracy'])}, f1_macro {fmt(val['f1_macro'])}"))
+                                  f"{fmt(val['accuracy'])}, macro_f1 {fmt(val['macro_f1'])}"))
     steps, evals = inp.train_steps, inp.train_val
     if steps is None or evals is None:
         s.blocks.append(inp.absent("train_steps", "train_val"))
@@ -277,7 +277,7 @@ def training_section(inp: Inputs) -> Section:
                   "val loss": (evals["step"].tolist(), evals["loss"].tolist())}
         png = figures.line_chart(series, "step", "cross-entropy loss", "Training curves")
         s.blocks.append(Figure("training_loss", png, "Loss per optimizer step"))
-        series = {c: (evals["step"].tolist(), evals[c].tolist()) for c in ("accuracy", "f1_macro")}
+        series = {c: (evals["step"].tolist(), evals[c].tolist()) for c in ("accuracy", "macro_f1")}
         png = figures.line_chart(series, "step", "score", "Validation during training")
         s.blocks.append(Figure("training_val", png, "Validation accuracy and macro F1 at each evaluation"))
     return s

@@ -66,7 +66,7 @@ def evaluate(model: nn.Module, tokenizer, texts: list[str], y: np.ndarray, label
     pred = logits.argmax(1)
     per = f1_score(y, pred, labels=list(range(len(labels))), average=None, zero_division=0)
     return {"loss": round(loss, 6), "accuracy": round(float(accuracy_score(y, pred)), 6),
-            "f1_macro": round(float(per.mean()), 6), "f1": {lab: round(float(f), 6) for lab, f in zip(labels, per)}}
+            "macro_f1": round(float(per.mean()), 6), "f1": {lab: round(float(f), 6) for lab, f in zip(labels, per)}}
 
 
 def fit(model: nn.Module, tokenizer, train_texts: list[str], train_y: np.ndarray, val_texts: list[str],
