@@ -249,3 +249,13 @@ def test_leak_patterns_find_pii(name, text):
 ])
 def test_leak_patterns_ignore_ids_prices_dates_and_placeholders(text):
     assert leaks.find_leaks(text) == {}
+
+
+@pytest.mark.parametrize("text", ["Help08712402972", "ph:08700435505150p", "TsCs087147403231Winawk"])
+def test_glued_phone_is_a_leak_and_the_safety_net_replaces_it(text):
+    """One pattern set for validate and clean: what validate rejects, clean's safety net removes,
+    even with presidio's stock recognizers only (they need a word boundary)."""
+    assert leaks.find_leaks(f"at {text} now") == {"phone": 1}
+    analyzer = engine.build_analyzer(engine.NO_NER, recognizers=False)
+    [res] = fast.anonymize_batch([f"at {text} now"], analyzer, entities=["PHONE_NUMBER"], n_process=1)
+    assert leaks.find_leaks(res.text) == {} and "<PHONE_NUMBER>" in res.text

@@ -14,8 +14,8 @@ expectations, each tagged with a short check name in its `meta`:
   min_rows_<label>     >= min_rows_per_class rows per label      expect_table_row_count_to_be_between
                                                                  with row_condition Column("label") == label
   no_<pattern>_left    no e-mail / phone / card pattern in text  expect_column_values_to_not_match_regex
-                                                                 (tuneline.data.pii.leaks.LEAK_PATTERNS; phone
-                                                                 also glued: FORBIDDEN_REGEX)
+                                                                 (tuneline.data.pii.leaks.LEAK_PATTERNS, the
+                                                                 patterns clean's safety net replaces)
 
 `validate_records` runs the suite on a DataFrame in an ephemeral context (nothing written to
 disk) and `summarize` reduces `result.to_json_dict()` to a plain dict: per check its name,
@@ -52,14 +52,6 @@ SCHEMA: dict[str, str] = {
 
 INT_DTYPES = ["int64", "int32"]
 PATTERN_NAMES = {"email": "e-mail address", "phone": "phone number", "credit_card": "card number"}
-
-# Phone numbers glued to other text ("Help08712402972", "08718726270150p", "TsCs087147403231") passed
-# this stage (issue 14): LEAK_PATTERNS["phone"] wants a non-word character on both sides. The check
-# here also rejects a trunk-0 national number (0 + 9-10 digits) or an international one (+ or 00)
-# that only digit boundaries delimit: no digit (nor a decimal point after one) before it, anything after.
-GLUED_PHONE = r"(?<![\d+])(?<!\d[.,])(?:0[1-9](?:[ .-]?\d){8,9}|(?:\+|00)[1-9](?:[ .-]?\d){7,13})"
-FORBIDDEN_REGEX = {**LEAK_PATTERNS, "phone": f"(?:{LEAK_PATTERNS['phone']})|{GLUED_PHONE}"}
-"""The regex each `no_<pattern>_left` check forbids: tuneline.data.pii.leaks.LEAK_PATTERNS, phone widened."""
 
 
 def _check(name: str, description: str, expectation: type[gxe.Expectation], **kwargs: Any) -> gxe.Expectation:
@@ -101,7 +93,7 @@ def build_suite(p: ValidateParams, labels: list[str], name: str = "records") -> 
         ))
     for kind in p.forbid_pii_patterns:
         checks.append(_check(f"no_{kind}_left", f"no {PATTERN_NAMES[kind]} pattern left in text",
-                             gxe.ExpectColumnValuesToNotMatchRegex, column="text", regex=FORBIDDEN_REGEX[kind]))
+                             gxe.ExpectColumnValuesToNotMatchRegex, column="text", regex=LEAK_PATTERNS[kind]))
     return gx.ExpectationSuite(name=name, expectations=checks)
 
 

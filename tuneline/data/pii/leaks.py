@@ -14,13 +14,17 @@ LEAK_PATTERNS: dict[str, str] = {
     "email": r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?![\w-])",
     # +<country> and 7-14 more digits, or a national number: 0, 1-9 and 8-10 more digits (UK style
     # 07700 900123) or a 10-digit NANP number (212-555-0123, (212) 555 0123), with single
-    # spaces, dots or dashes between digit groups
+    # spaces, dots or dashes between digit groups; or, glued to other text ("Help08712402972",
+    # "08718726270150p", "TsCs087147403231"), a trunk-0 national number (0 + 9-10 digits) or an
+    # international one (+ or 00) that only digit boundaries delimit: no digit (nor a decimal point
+    # after one) before it, anything after
     "phone": (
         r"(?<![\w+])(?:"
         r"\+\d(?:[ .-]?\(?\d\)?){7,14}"
         r"|0[1-9](?:[ .-]?\d){8,10}"
         r"|\(?[2-9]\d{2}\)?[ .-]?[2-9]\d{2}[ .-]?\d{4}"
         r")(?![\w])"
+        r"|(?<![\d+])(?<!\d[.,])(?:0[1-9](?:[ .-]?\d){8,9}|(?:\+|00)[1-9](?:[ .-]?\d){7,13})"
     ),
     # Visa, Mastercard, Amex, Discover, Diners, JCB numbers, optionally grouped by spaces/dashes
     "credit_card": (
