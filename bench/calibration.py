@@ -60,7 +60,7 @@ def load_dataset(name: str, seed: int, params: Params) -> tuple[dict[str, pd.Dat
         splits = ROOT / "data" / "splits"
         if all((splits / f"{s}.parquet").exists() for s in ("train", "val", "test")):
             parts = {s: pd.read_parquet(splits / f"{s}.parquet") for s in ("train", "val", "test")}
-            return parts, list(params.base.labels), "data/splits (pipeline output)"
+            return parts, list(params.classification.labels), "data/splits (pipeline output)"
         from tuneline.data import assets
 
         spec = params.collect.datasets[0]
@@ -72,7 +72,7 @@ def load_dataset(name: str, seed: int, params: Params) -> tuple[dict[str, pd.Dat
         df = df.dropna().drop_duplicates("text").reset_index(drop=True)
         return (
             stratified_split(df, seed),
-            list(params.base.labels),
+            list(params.classification.labels),
             f"{spec.source.package}=={spec.source.version} raw, deduplicated",
         )
     if name == "bitext":

@@ -102,7 +102,7 @@ def main() -> None:
     if args.sweep:
         p = CompressParams.model_validate({**p.model_dump(), "variants": [v.model_dump() for v in p.variants] + SWEEP})
     t0 = time.perf_counter()
-    result = run(p, params.calibrate, params.base, paths)
+    result = run(p, params.calibrate, params.base, params.classification, paths)
     result["conditions"]["bench_seconds"] = round(time.perf_counter() - t0, 1)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")

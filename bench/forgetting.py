@@ -95,7 +95,7 @@ def main() -> None:
     from stages import train
     from tuneline.data.assets import tree_sha256
     from tuneline.logs import setup_logging
-    from tuneline.params import BaseParams, Paths, TrainParams, load_params
+    from tuneline.params import BaseParams, ClassificationParams, Paths, TrainParams, load_params
     from tuneline.data.records import write_json, write_parquet
     from tuneline.deploy.registry import Registry
 
@@ -104,7 +104,7 @@ def main() -> None:
     paths = Paths(**{k: str(work / k) for k in ("collected", "clean", "rejects", "splits", "models", "checkpoints",
                                                   "metrics", "plots", "reports", "feedback", "registry")})
     d = _data(args, load_params(ROOT / "params.yaml"))
-    base = BaseParams(seed=42, labels=LABELS)
+    base, task = BaseParams(seed=42), ClassificationParams(labels=LABELS)
     tp = dict(epochs=args.epochs, max_length=args.max_length, batch_size=32, checkpoint_every=0, lr=args.lr)
 
     def split(train_rows, val_rows):
@@ -116,7 +116,7 @@ def main() -> None:
     split([d["old_train"]], [d["old_val"]])
     write_json({"version": None}, Path(paths.models) / "production.json")
     t = time.monotonic()
-    train.run(TrainParams(**tp), base, paths)
+    train.run(TrainParams(**tp), base, task, paths)
     timings["v1"] = round(time.monotonic() - t, 1)
     results["v1 (old data, from base)"] = _score(Path(paths.models), d)
     reg = Registry(paths.registry)
@@ -132,7 +132,7 @@ def main() -> None:
         runs.append(("full retraining from base (reference)", dict(init_from="base")))
     for name, kw in runs:
         t = time.monotonic()
-        m = train.run(TrainParams(**tp, **kw), base, paths)
+        m = train.run(TrainParams(**tp, **kw), base, task, paths)
         timings[name] = round(time.monotonic() - t, 1)
         results[name] = {**_score(Path(paths.models), d), "train_rows": m["train_rows"]}
     doc = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),

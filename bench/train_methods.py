@@ -72,20 +72,20 @@ def child(args) -> dict:
     from tuneline.evaluate.inference import predict_logits
     from tuneline.logs import setup_logging
     from tuneline.train.models import load_finetuned
-    from tuneline.params import BaseParams, load_params
+    from tuneline.params import BaseParams, ClassificationParams, load_params
 
     setup_logging()
     params = load_params(ROOT / "params.yaml")
     over = json.loads(args.overrides)
     train = params.train.model_validate(deep_merge(params.train.model_dump(), {**over, "method": args.child}))
     labels = json.loads(args.labels)
-    base = BaseParams(seed=params.base.seed, labels=labels)
+    base, task = BaseParams(seed=params.base.seed), ClassificationParams(labels=labels)
     work = Path(args.work)
     paths = params.paths.model_copy(update={"splits": args.splits, "models": str(work / "models"),
                                             "checkpoints": str(work / "ckpt"), "metrics": str(work / "metrics"),
                                             "plots": str(work / "plots"), "registry": str(work / "registry")})
     t0 = time.perf_counter()
-    m = run(train, base, paths)
+    m = run(train, base, task, paths)
     wall = time.perf_counter() - t0
     ft = load_finetuned(Path(paths.models) / "finetuned", cache_dir=paths.cache)
     test = pd.read_parquet(Path(args.splits) / "test.parquet")
@@ -134,7 +134,7 @@ def main() -> None:
         splits = tmp / "splits"
         labels = bitext_splits(splits, params.base.seed)
     else:
-        splits, labels = Path(args.splits), list(params.base.labels)
+        splits, labels = Path(args.splits), list(params.classification.labels)
     out = Path(args.out or ROOT / "bench" / "results" / f"train_methods_{args.dataset}.json")
     results = []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

@@ -39,7 +39,7 @@ def load_data(args, params):
     import numpy as np
     import pandas as pd
 
-    labels = list(params.base.labels)
+    labels = list(params.classification.labels)
     train = pd.read_parquet(Path(args.splits) / "train.parquet")
     if args.rows:
         train = train.sample(n=min(args.rows, len(train)), random_state=0).reset_index(drop=True)
@@ -62,7 +62,6 @@ def peak_mb(device) -> float:
 
 
 def child(args) -> dict:
-    import numpy as np
     import torch
 
     from tuneline.data import assets

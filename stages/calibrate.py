@@ -6,7 +6,7 @@ Writes: models/calibrated/calibrator.json (the fitted map, plain JSON),
         reports/metrics/calibrate.json (ECE equal-width and adaptive, MCE, Brier, NLL before/after
         on val, fitted temperature),
         reports/plots/calibrate/reliability_{before,after}.csv (DVC plot data), reliability.png
-Params: base, paths, calibrate     Run: dvc repro calibrate   (or: python -m stages.calibrate)
+Params: classification, paths, calibrate     Run: dvc repro calibrate   (or: python -m stages.calibrate)
 
 Only the val split is used (never train: the model is overconfident there; never test: that
 belongs to evaluate). Temperature scaling keeps every argmax, so accuracy cannot change; vector
@@ -26,9 +26,10 @@ from tuneline.evaluate import figures
 from tuneline.evaluate.calibration import fit_calibrator, save_calibrated, softmax
 from tuneline.evaluate.inference import predict_logits
 from tuneline.logs import setup_logging
-from tuneline.evaluate.metrics import class_ids, classification_metrics, reliability_bins
+from tuneline.evaluate.metrics import classification_metrics, reliability_bins
 from tuneline.train.models import load_finetuned
-from tuneline.params import BaseParams, CalibrateParams, Paths, load_params
+from tuneline.params import CalibrateParams, ClassificationParams, Paths, load_params
+from tuneline.tasks.labels import LabelSet
 from tuneline.data.records import read_parquet, write_atomic, write_json
 
 log = logging.getLogger("tuneline.calibrate")
@@ -45,29 +46,26 @@ def write_reliability_csv(rows: list[dict], path: Path) -> Path:
     return write_atomic(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.6f"))
 
 
-def run(p: CalibrateParams, base: BaseParams, paths: Paths) -> dict:
+def run(p: CalibrateParams, task: ClassificationParams, paths: Paths) -> dict:
+    labels = LabelSet.of(task)
     finetuned_dir = Path(paths.models) / "finetuned"
     out_dir = Path(paths.models) / "calibrated"
     plots = Path(paths.plots) / "calibrate"
     ft = load_finetuned(finetuned_dir, cache_dir=paths.cache)
-    if list(ft.labels) != list(base.labels):
-        raise CalibrateError(
-            f"{finetuned_dir} was trained for labels {ft.labels} but base.labels is "
-            f"{base.labels}; retrain (dvc repro train)"
-        )
+    labels.require(ft.labels, finetuned_dir, "retrain (dvc repro train)")
     val = read_parquet(Path(paths.splits) / "val.parquet")
     if val.empty:
         raise CalibrateError("the val split is empty: raise split.val_fraction")
-    y = class_ids(val["label"].to_numpy(), base.labels)
+    y = labels.ids(val["label"].tolist(), Path(paths.splits) / "val.parquet")
     logits = predict_logits(ft.model, ft.tokenizer, val["text"].tolist(), int(ft.meta["max_length"]), p.batch_size)
     cal = fit_calibrator(p.method, logits, y, vector_l2=p.vector_l2, isotonic_floor=p.isotonic_floor)
     probs = {"before": softmax(logits), "after": cal.transform(logits)}
     scores = {
-        name: classification_metrics(y, pr, base.labels, n_bootstrap=0, n_bins=p.n_bins) for name, pr in probs.items()
+        name: classification_metrics(y, pr, labels.list, n_bootstrap=0, n_bins=p.n_bins) for name, pr in probs.items()
     }
-    bins = {name: reliability_bins(y, pr, base.labels, p.n_bins) for name, pr in probs.items()}
+    bins = {name: reliability_bins(y, pr, labels.list, p.n_bins) for name, pr in probs.items()}
 
-    save_calibrated(out_dir, cal, finetuned_dir, base.labels)
+    save_calibrated(out_dir, cal, finetuned_dir, labels.list)
     for name, rows in bins.items():
         write_reliability_csv(rows, plots / f"reliability_{name}.csv")
     png = figures.reliability_diagram(
@@ -115,7 +113,7 @@ def run(p: CalibrateParams, base: BaseParams, paths: Paths) -> dict:
 def main() -> None:
     setup_logging()
     params = load_params()
-    run(params.calibrate, params.base, params.paths)
+    run(params.calibrate, params.classification, params.paths)
 
 
 if __name__ == "__main__":

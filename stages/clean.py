@@ -4,11 +4,11 @@ Reads: data/collected/records.parquet
 Writes: data/clean/records.parquet (id, text, label, source, row, pii_replaced, pii_count),
         data/rejects/clean.parquet (rows dropped, each with a `reason`),
         reports/metrics/clean.json
-Params: base, paths, clean      Run: dvc repro clean   (or: python -m stages.clean)
+Params: classification, paths, clean      Run: dvc repro clean   (or: python -m stages.clean)
 
 Per row, in order: Unicode normalization (clean.normalization), markup and control characters
 stripped, whitespace folded (tuneline.data.text.clean_text); rows without text, with a label outside
-base.labels, or outside clean.min_chars..max_chars are rejected; the rest are anonymized with
+classification.labels, or outside clean.min_chars..max_chars are rejected; the rest are anonymized with
 presidio (tuneline.data.pii.fast.anonymize_batch: clean.pii_entities, pii_score_threshold, pii_operator;
 tuneline's recognizers with clean.id_patterns: tuneline.data.pii.recognizers)
 and the length bounds are checked again on the anonymized text. Ids stay those of collect, so a
@@ -30,7 +30,8 @@ from tqdm import tqdm
 from tuneline.data.pii import engine, fast
 from tuneline.errors import UserError, run_main
 from tuneline.logs import setup_logging
-from tuneline.params import BaseParams, CleanParams, Paths, load_params
+from tuneline.params import ClassificationParams, CleanParams, Paths, load_params
+from tuneline.tasks.labels import LabelSet
 from tuneline.data.records import RECORD_COLUMNS, read_parquet, rejects_frame, write_json, write_parquet
 from tuneline.data.text import clean_text
 
@@ -42,9 +43,8 @@ class CleanError(UserError, ValueError):
     """The input or the settings cannot be cleaned at all: says what, where and the fix."""
 
 
-def prepare(df: pd.DataFrame, p: CleanParams, labels: list[str]) -> tuple[pd.Series, pd.Series]:
+def prepare(df: pd.DataFrame, p: CleanParams, allowed: LabelSet) -> tuple[pd.Series, pd.Series]:
     """Cleaned text and a reject reason per row ("" = keep), before anonymization."""
-    allowed = set(labels)
     texts, reasons = [], []
     for raw, label in zip(df["text"], df["label"]):
         if raw is None or (isinstance(raw, float) and pd.isna(raw)):
@@ -54,7 +54,7 @@ def prepare(df: pd.DataFrame, p: CleanParams, labels: list[str]) -> tuple[pd.Ser
         text = clean_text(str(raw), p.normalization, p.strip_markup)
         texts.append(text)
         if label not in allowed:
-            reasons.append(f"label_not_allowed: {label!r} not in base.labels {labels}")
+            reasons.append(f"label_not_allowed: {allowed.not_allowed(label)}")
         else:
             reasons.append(_length_reason(text, p))
     return pd.Series(texts, index=df.index, dtype=object), pd.Series(reasons, index=df.index, dtype=object)
@@ -70,7 +70,7 @@ def _length_reason(text: str, p: CleanParams, after: str = "") -> str:
     return ""
 
 
-def run(p: CleanParams, base: BaseParams, paths: Paths) -> dict:
+def run(p: CleanParams, task: ClassificationParams, paths: Paths) -> dict:
     src = Path(paths.collected) / "records.parquet"
     df = read_parquet(src)
     missing = [c for c in RECORD_COLUMNS if c not in df.columns]
@@ -79,7 +79,7 @@ def run(p: CleanParams, base: BaseParams, paths: Paths) -> dict:
                          f"It should be written by the collect stage: run `dvc repro collect`.")
     df = df[RECORD_COLUMNS].reset_index(drop=True)
     started = time.perf_counter()
-    texts, reasons = prepare(df, p, base.labels)
+    texts, reasons = prepare(df, p, LabelSet.of(task))
     keep = reasons == ""
     rows_changed = int(sum(t != r for t, r, k in zip(texts, df["text"], keep) if k))
 
@@ -158,7 +158,7 @@ def run(p: CleanParams, base: BaseParams, paths: Paths) -> dict:
 def main() -> None:
     setup_logging()
     params = load_params()
-    run(params.clean, params.base, params.paths)
+    run(params.clean, params.classification, params.paths)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Reads: the sources in collect.datasets (local csv/jsonl/parquet files or globs, 
 Writes: data/collected/records.parquet (id, text, label, source, row),
         data/rejects/collect.parquet (rows that could not be read, each with a reason),
         reports/metrics/collect.json
-Params: base, paths, collect      Run: dvc repro collect   (or: python -m stages.collect)
+Params: classification, paths, collect      Run: dvc repro collect   (or: python -m stages.collect)
 
 Ids are sha256 of (text, label), so collecting the same data again gives the same bytes.
 Exact duplicates (same text and label) keep their first occurrence and are counted.
@@ -25,7 +25,8 @@ from tuneline.data.readers import CollectError, read_dataset
 from tuneline.data.records import RECORD_COLUMNS, record_id, rejects_frame, write_json, write_parquet
 from tuneline.errors import run_main
 from tuneline.logs import setup_logging
-from tuneline.params import BaseParams, CollectParams, DatasetSpec, LocalSource, Paths, load_params
+from tuneline.params import ClassificationParams, CollectParams, DatasetSpec, LocalSource, Paths, load_params
+from tuneline.tasks.labels import LabelSet
 
 log = logging.getLogger("tuneline.collect")
 
@@ -44,8 +45,8 @@ def feedback_dataset(p: CollectParams, paths: Paths) -> list[DatasetSpec]:
     return [DatasetSpec(name="feedback", source=LocalSource(path=str(snapshot)), format="jsonl")]
 
 
-def run(p: CollectParams, base: BaseParams, paths: Paths) -> dict:
-    allowed = set(base.labels)
+def run(p: CollectParams, task: ClassificationParams, paths: Paths) -> dict:
+    allowed = LabelSet.of(task)
     kept: list[dict] = []
     rejected: list[pd.DataFrame] = []
     seen: set[str] = set()
@@ -56,8 +57,7 @@ def run(p: CollectParams, base: BaseParams, paths: Paths) -> dict:
         bad_label = []
         for r in rows.good:
             if r["label"] not in allowed:
-                bad_label.append({**r, "reason": f"{r.get('file', spec.name)}: label {r['label']!r} "
-                                                 f"not in base.labels {base.labels}"})
+                bad_label.append({**r, "reason": f"{r.get('file', spec.name)}: {allowed.not_allowed(r['label'])}"})
                 continue
             rid = record_id(r["text"], r["label"])
             if rid in seen:
@@ -105,7 +105,7 @@ def run(p: CollectParams, base: BaseParams, paths: Paths) -> dict:
 def main() -> None:
     setup_logging()
     params = load_params()
-    run(params.collect, params.base, params.paths)
+    run(params.collect, params.classification, params.paths)
 
 
 if __name__ == "__main__":

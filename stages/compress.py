@@ -4,7 +4,7 @@ Reads: models/finetuned/ (the teacher), models/calibrated/ (its calibrator), dat
 Writes: models/compressed/<variant>/ (weights, config, tokenizer, variant.json, calibrator/calibrator.json),
         reports/metrics/compress.json (teacher + one row per variant + measuring conditions),
         reports/plots/compress/variants.csv (DVC plot data), tradeoff.png (macro-F1 vs size and latency)
-Params: base, paths, calibrate (method and settings reused per variant), compress
+Params: base, classification, paths, calibrate (method and settings reused per variant), compress
 Run: dvc repro compress   (or: python -m stages.compress)
 
 The fine-tuned, calibrated model is the teacher. Each variant in compress.variants is built
@@ -44,15 +44,15 @@ from tuneline.compress.variants import (
 from tuneline.compress.storage import load_variant, save_variant, weights_bytes
 from tuneline.evaluate.inference import logits, tokenize
 from tuneline.logs import seed_everything, setup_logging
-from tuneline.evaluate.metrics import class_ids
 from tuneline.train.models import build_classifier, load_finetuned
 from tuneline.params import (
-    BaseParams, CalibrateParams, CompressParams, DistillVariant, Paths, PruneVariant, QuantizeVariant, load_params,
+    BaseParams, CalibrateParams, ClassificationParams, CompressParams, DistillVariant, Paths, PruneVariant, QuantizeVariant, load_params,
 )
 from tuneline.compress.pruning import sparsity
 from tuneline.compress.quantization import quantize_int8
 from tuneline.data.records import read_parquet, replace_dir, write_json
 from tuneline.compress.speed import benchmark
+from tuneline.tasks.labels import LabelSet
 
 log = logging.getLogger("tuneline.compress")
 
@@ -65,26 +65,25 @@ class CompressError(UserError, ValueError):
 
 
 # --------------------------------------------------------------------------- the stage
-def run(p: CompressParams, cal: CalibrateParams, base: BaseParams, paths: Paths) -> dict:
+def run(p: CompressParams, cal: CalibrateParams, base: BaseParams, task: ClassificationParams, paths: Paths) -> dict:
     started = (time.perf_counter(), time.process_time())
     seed_everything(base.seed)
     threads_before = torch.get_num_threads()
     if p.threads:
         torch.set_num_threads(p.threads)
     try:
-        return _run(p, cal, base, paths, started)
+        return _run(p, cal, base, LabelSet.of(task), paths, started)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run(p: CompressParams, cal: CalibrateParams, base: BaseParams, paths: Paths, started: tuple[float, float]) -> dict:
+def _run(p: CompressParams, cal: CalibrateParams, base: BaseParams, label_set: LabelSet, paths: Paths,
+         started: tuple[float, float]) -> dict:
     models_dir = Path(paths.models)
     finetuned_dir, teacher_cal, _ = load_calibrated(models_dir / "calibrated")
     ft = load_finetuned(finetuned_dir, cache_dir=paths.cache)
-    if list(ft.labels) != list(base.labels):
-        raise CompressError(f"{finetuned_dir} was trained for labels {ft.labels} but base.labels is {base.labels}; "
-                            "retrain (dvc repro train)")
-    labels, teacher, tok = list(base.labels), ft.model, ft.tokenizer
+    label_set.require(ft.labels, finetuned_dir, "retrain (dvc repro train)")
+    labels, teacher, tok = label_set.list, ft.model, ft.tokenizer
     max_length = int(ft.meta["max_length"])
     merged = bool(ft.meta.get("merged", True))
 
@@ -95,8 +94,8 @@ def _run(p: CompressParams, cal: CalibrateParams, base: BaseParams, paths: Paths
     train = splits["train"]
     if p.train_limit is not None and len(train) > p.train_limit:
         train = train.sample(n=p.train_limit, random_state=base.seed).reset_index(drop=True)
-    y = {n: class_ids(df["label"].to_numpy(), labels) for n, df in (("train", train), ("val", splits["val"]),
-                                                                     ("test", splits["test"]))}
+    y = {n: label_set.ids(df["label"].tolist(), Path(paths.splits) / f"{n}.parquet")
+         for n, df in (("train", train), ("val", splits["val"]), ("test", splits["test"]))}
     enc = {"train": tokenize(tok, train["text"].tolist(), max_length),
            "val": tokenize(tok, splits["val"]["text"].tolist(), max_length),
            "test": tokenize(tok, splits["test"]["text"].tolist(), max_length)}
@@ -230,7 +229,7 @@ def _run(p: CompressParams, cal: CalibrateParams, base: BaseParams, paths: Paths
 def main() -> None:
     setup_logging()
     params = load_params()
-    run(params.compress, params.calibrate, params.base, params.paths)
+    run(params.compress, params.calibrate, params.base, params.classification, params.paths)
 
 
 if __name__ == "__main__":

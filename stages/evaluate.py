@@ -5,7 +5,7 @@ Writes: reports/metrics/evaluate.json (headline, 95% bootstrap CIs, per class, c
         before/after, slices), reports/mistakes.json (most confident mistakes, anonymized text),
         reports/plots/evaluate/: confusion.csv, roc.csv, pr.csv, reliability_{uncalibrated,
         calibrated}.csv (DVC plot data) and confusion.png, curves.png, reliability.png
-Params: base, paths, calibrate (n_bins), evaluate     Run: dvc repro evaluate
+Params: base, classification, paths, calibrate (n_bins), evaluate     Run: dvc repro evaluate
 
 Every number goes through tuneline.evaluate.metrics (the `evaluate` library with our local metric
 modules). `headline` holds accuracy, macro_f1, ece, nll and brier (plus roc_auc and pr_auc for
@@ -29,9 +29,10 @@ from tuneline.evaluate import figures
 from tuneline.evaluate.calibration import load_calibrated
 from tuneline.evaluate.scoring import score_logits, score_texts
 from tuneline.logs import setup_logging
-from tuneline.evaluate.metrics import binary_curves, class_ids, classification_metrics, reliability_bins
+from tuneline.evaluate.metrics import binary_curves, classification_metrics, reliability_bins
 from tuneline.train.models import load_finetuned
-from tuneline.params import BaseParams, CalibrateParams, EvaluateParams, Paths, load_params
+from tuneline.params import BaseParams, CalibrateParams, ClassificationParams, EvaluateParams, Paths, load_params
+from tuneline.tasks.labels import LabelSet
 from tuneline.data.records import read_parquet, write_atomic, write_json
 
 log = logging.getLogger("tuneline.evaluate")
@@ -124,21 +125,19 @@ def write_png(data: bytes, path: Path) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
-def run(p: EvaluateParams, calibrate: CalibrateParams, base: BaseParams, paths: Paths) -> dict:
-    labels = list(base.labels)
+def run(p: EvaluateParams, calibrate: CalibrateParams, base: BaseParams, task: ClassificationParams,
+        paths: Paths) -> dict:
+    label_set = LabelSet.of(task)
+    labels = label_set.list
     n_bins = calibrate.n_bins
     plots = Path(paths.plots) / "evaluate"
     finetuned_dir, cal, pointer = load_calibrated(Path(paths.models) / "calibrated")
-    if pointer["labels"] != labels:
-        raise EvaluateError(
-            f"the calibrated model is for labels {pointer['labels']}, base.labels is {labels}; "
-            f"rerun train and calibrate (dvc repro)"
-        )
+    label_set.require(pointer["labels"], Path(paths.models) / "calibrated", "rerun train and calibrate (dvc repro)")
     ft = load_finetuned(finetuned_dir, cache_dir=paths.cache)
     test = read_parquet(Path(paths.splits) / "test.parquet")
     if test.empty:
         raise EvaluateError("the test split is empty: raise split.test_fraction")
-    y = class_ids(test["label"].to_numpy(), labels)
+    y = label_set.ids(test["label"].tolist(), Path(paths.splits) / "test.parquet")
     scored = score_texts(ft.model, ft.tokenizer, test["text"].tolist(), y, labels, cal,
                          max_length=int(ft.meta["max_length"]), batch_size=p.batch_size, n_bootstrap=p.n_bootstrap,
                          level=p.ci_level, seed=base.seed, n_bins=n_bins)
@@ -232,7 +231,7 @@ def _ci(ci: dict, key: str) -> str:
 def main() -> None:
     setup_logging()
     params = load_params()
-    run(params.evaluate, params.calibrate, params.base, params.paths)
+    run(params.evaluate, params.calibrate, params.base, params.classification, params.paths)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Reads: ${paths.models}/finetuned + calibrated (the candidate), data/splits/{trai
 Writes: reports/metrics/gate.json: the decision (promote or reject, every check with its
         numbers), both models' scores on the current test split, on the frozen regression set
         (old data) and on the feedback rows of the test split (new data), and row counts
-Params: base, paths, gate      Run: dvc repro gate   (or: python -m stages.gate)
+Params: classification, paths, gate      Run: dvc repro gate   (or: python -m stages.gate)
 
 The stage only decides; promoting (copying the candidate into the registry and moving the
 pointer) is the retraining flow's job (flows/retrain.py), after the whole pipeline succeeded.
@@ -24,7 +24,8 @@ from tuneline.data.assets import tree_sha256
 from tuneline.evaluate.scoring import score_texts
 from tuneline.deploy.gate import comparable_rows, decide
 from tuneline.logs import setup_logging
-from tuneline.params import BaseParams, GateParams, Paths, load_params
+from tuneline.params import ClassificationParams, GateParams, Paths, load_params
+from tuneline.tasks.labels import LabelSet
 from tuneline.deploy.predictor import Predictor
 from tuneline.data.records import read_json, read_parquet, write_json
 from tuneline.deploy.registry import Registry
@@ -34,26 +35,25 @@ FEEDBACK_SOURCE = "feedback"
 GATE_METRICS = ("accuracy", "macro_f1", "ece", "nll")
 
 
-def score(pred: Predictor, frame, labels, batch_size: int) -> dict | None:
+def score(pred: Predictor, frame, labels: LabelSet, batch_size: int) -> dict | None:
     """Headline metrics of a model (calibrated probabilities) on a frame with text/label columns; None: no rows."""
     if frame is None or len(frame) == 0:
         return None
-    if list(pred.labels) != list(labels):
-        raise ValueError(f"model {pred.version} predicts {pred.labels}, but base.labels is {list(labels)}: "
-                         "a model trained on another label set cannot be compared")
-    m = score_texts(pred.model, pred.tokenizer, frame["text"].tolist(), frame["label"].tolist(), list(labels),
+    labels.require(pred.labels, f"model {pred.version}", "a model trained on another label set cannot be compared")
+    m = score_texts(pred.model, pred.tokenizer, frame["text"].tolist(), frame["label"].tolist(), labels.list,
                     pred.calibrator, max_length=pred.max_length, batch_size=batch_size).metrics
     return {"n": int(len(frame)), **{k: float(m[k]) for k in GATE_METRICS if k in m}}
 
 
-def _scores(pred: Predictor, test, regression, labels, batch_size: int) -> dict:
+def _scores(pred: Predictor, test, regression, labels: LabelSet, batch_size: int) -> dict:
     feedback = test[test["source"] == FEEDBACK_SOURCE] if "source" in test else test.iloc[:0]
     return {"test": score(pred, test, labels, batch_size),
             "regression": score(pred, regression, labels, batch_size),
             "feedback": score(pred, feedback, labels, batch_size)}
 
 
-def run(p: GateParams, base: BaseParams, paths: Paths) -> dict:
+def run(p: GateParams, task: ClassificationParams, paths: Paths) -> dict:
+    labels = LabelSet.of(task)
     models = Path(paths.models)
     pointer = read_json(models / "production.json")
     test = read_parquet(Path(paths.splits) / "test.parquet")
@@ -75,10 +75,10 @@ def run(p: GateParams, base: BaseParams, paths: Paths) -> dict:
         regression = registry.regression_set()
 
     fair_test, fair_reg, rows = comparable_rows(test, regression, production_seen, candidate_seen)
-    cand_scores = {**_scores(candidate, fair_test, fair_reg, base.labels, p.batch_size), "sha256": candidate_sha}
+    cand_scores = {**_scores(candidate, fair_test, fair_reg, labels, p.batch_size), "sha256": candidate_sha}
     prod_scores = None
     if production is not None:
-        prod_scores = {**_scores(production, fair_test, fair_reg, base.labels, p.batch_size),
+        prod_scores = {**_scores(production, fair_test, fair_reg, labels, p.batch_size),
                        "sha256": pointer.get("finetuned_sha256")}
     decision = decide(cand_scores, prod_scores, p)
     out = {
@@ -97,7 +97,7 @@ def run(p: GateParams, base: BaseParams, paths: Paths) -> dict:
 def main() -> None:
     setup_logging()
     params = load_params()
-    run(params.gate, params.base, params.paths)
+    run(params.gate, params.classification, params.paths)
 
 
 if __name__ == "__main__":

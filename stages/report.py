@@ -8,7 +8,7 @@ Reads: reports/metrics/{collect,clean,validation,split,train,calibrate,evaluate,
 Writes: reports/index.html (self-contained: inline CSS, figures as data URIs, no external
         references; opens offline), reports/report.md + reports/figures/*.png (the same
         content as Markdown), models/calibrated/README.md (the model card)
-Params: base, paths, report      Run: dvc repro report   (or: python -m stages.report)
+Params: classification, paths, report      Run: dvc repro report   (or: python -m stages.report)
 
 evaluate.json is required (the report is about the evaluated model). Any other missing input gives
 its section a red "Not available: <file> is missing (run: dvc repro <stage>)" callout; the summary
@@ -29,7 +29,8 @@ from tuneline.evaluate.document import render_html, render_markdown, write_figur
 from tuneline.evaluate.model_card import model_card
 from tuneline.evaluate.report import build_sections, input_path, metric_name, read_inputs
 from tuneline.logs import setup_logging
-from tuneline.params import BaseParams, Paths, ReportParams, load_params
+from tuneline.params import ClassificationParams, Paths, ReportParams, load_params
+from tuneline.tasks.labels import LabelSet
 from tuneline.data.records import write_text
 
 log = logging.getLogger("tuneline.report")
@@ -39,14 +40,12 @@ class ReportError(UserError, ValueError):
     pass
 
 
-def run(p: ReportParams, base: BaseParams, paths: Paths) -> dict:
+def run(p: ReportParams, task: ClassificationParams, paths: Paths) -> dict:
     inp = read_inputs(paths)
     ev = inp.evaluate
     if ev is None:
         raise ReportError(f"{input_path(paths, 'evaluate')}: missing; run the evaluate stage (dvc repro evaluate)")
-    if list(ev["labels"]) != list(base.labels):
-        raise ReportError(f"evaluate.json is for labels {ev['labels']} but base.labels is {base.labels}; "
-                          "rerun the pipeline (dvc repro)")
+    LabelSet.of(task).require(ev["labels"], input_path(paths, "evaluate"), "rerun the pipeline (dvc repro)")
     baseline, baseline_note = load_baseline(p.baseline, input_path(paths, "evaluate"))
     comparison = compare(ev, baseline, p.regression_tolerance) if baseline else None
     sections = build_sections(inp, comparison, baseline, baseline_note, p.regression_tolerance)
@@ -75,7 +74,7 @@ def run(p: ReportParams, base: BaseParams, paths: Paths) -> dict:
 def main() -> None:
     setup_logging()
     params = load_params()
-    run(params.report, params.base, params.paths)
+    run(params.report, params.classification, params.paths)
 
 
 if __name__ == "__main__":

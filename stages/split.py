@@ -2,7 +2,7 @@
 
 Reads: data/clean/records.parquet, reports/metrics/validation.json (must say success)
 Writes: data/splits/{train,val,test}.parquet, reports/metrics/split.json
-Params: base, paths, split      Run: dvc repro split   (or: python -m stages.split)
+Params: base, classification, paths, split      Run: dvc repro split   (or: python -m stages.split)
 
 Texts identical after normalization (tuneline.data.text.dedup_key) form one group, and a group goes
 to exactly one split, so no test text was seen in training. Groups are assigned per label
@@ -20,7 +20,7 @@ import pandas as pd
 
 from tuneline.errors import UserError, run_main
 from tuneline.logs import setup_logging
-from tuneline.params import BaseParams, Paths, SplitParams, load_params
+from tuneline.params import BaseParams, ClassificationParams, Paths, SplitParams, load_params
 from tuneline.data.records import read_json, read_parquet, write_json, write_parquet
 from tuneline.data.text import dedup_key
 
@@ -72,7 +72,7 @@ def assign_folds(train: pd.DataFrame, k: int, seed: int) -> np.ndarray:
     return folds
 
 
-def run(p: SplitParams, base: BaseParams, paths: Paths) -> dict:
+def run(p: SplitParams, base: BaseParams, task: ClassificationParams, paths: Paths) -> dict:
     validation = Path(paths.metrics) / "validation.json"
     if validation.exists() and not read_json(validation).get("success", False):
         raise SplitError(f"{validation} reports failed expectations; fix the data before splitting "
@@ -92,7 +92,7 @@ def run(p: SplitParams, base: BaseParams, paths: Paths) -> dict:
         out["splits"][name] = {
             "rows": len(part),
             "fraction": round(len(part) / len(df), 4),
-            "labels": {lab: int((part["label"] == lab).sum()) for lab in base.labels},
+            "labels": {lab: int((part["label"] == lab).sum()) for lab in task.labels},
         }
     out["rows_out"] = sum(s["rows"] for s in out["splits"].values())
     keys = {name: set(df.loc[split == name, "text"].map(dedup_key)) for name in SPLITS}
@@ -108,7 +108,7 @@ def run(p: SplitParams, base: BaseParams, paths: Paths) -> dict:
 def main() -> None:
     setup_logging()
     params = load_params()
-    run(params.split, params.base, params.paths)
+    run(params.split, params.base, params.classification, params.paths)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Reads: data/splits/{train,val}.parquet, the base model (train.base_model, resolv
 Writes: models/finetuned/ (a classifier folder, see tuneline.train.models), reports/metrics/train.json,
         reports/plots/train_steps.tsv (per step: loss, lr), reports/plots/train_val.tsv (per evaluation),
         and while running models/checkpoints/train-<fingerprint>/ (all train-* deleted after a success)
-Params: base, paths, train      Run: dvc repro train   (or: python -m stages.train)
+Params: base, classification, paths, train      Run: dvc repro train   (or: python -m stages.train)
 
 Try a method without editing params.yaml: dvc exp run -S train.method=lora
 Checkpoints sit outside the DVC outputs and are keyed by a fingerprint of the train params,
@@ -33,9 +33,10 @@ from tuneline.train.continual import production_init, replay_mix
 from tuneline.logs import seed_everything, setup_logging
 from tuneline.train.methods import adapter_meta, apply_method
 from tuneline.train.models import MERGEABLE, META_FILE, build_classifier, count_parameters, save_finetuned
-from tuneline.params import BaseParams, Paths, TrainParams, load_params
+from tuneline.params import BaseParams, ClassificationParams, Paths, TrainParams, load_params
 from tuneline.data.records import read_json, read_parquet, write_json, write_text
 from tuneline.tasks.classification import fit
+from tuneline.tasks.labels import LabelSet
 
 log = logging.getLogger("tuneline.train")
 
@@ -44,26 +45,24 @@ class TrainError(UserError, ValueError):
     """The inputs cannot be trained on as configured: names what and how to fix it."""
 
 
-def fingerprint(p: TrainParams, base: BaseParams, files: list[Path], base_dir: Path) -> str:
+def fingerprint(p: TrainParams, base: BaseParams, task: ClassificationParams, files: list[Path],
+                base_dir: Path) -> str:
     """sha256 over everything a checkpoint depends on; a checkpoint resumes only under the same one."""
     h = hashlib.sha256()
     h.update(p.model_dump_json().encode())
     h.update(base.model_dump_json().encode())
+    h.update(task.model_dump_json().encode())
     for f in files:
         h.update(assets.file_sha256(f).encode())
     h.update(assets.tree_sha256(base_dir).encode())
     return h.hexdigest()
 
 
-def _frame(df: pd.DataFrame, labels: list[str], where: Path) -> tuple[list[str], np.ndarray]:
-    unknown = sorted(set(df["label"]) - set(labels))
-    if unknown:
-        raise TrainError(f"{where}: labels {unknown} are not in base.labels {labels}; rerun the data stages "
-                         "(dvc repro) or add them to base.labels")
+def _frame(df: pd.DataFrame, labels: LabelSet, where: Path) -> tuple[list[str], np.ndarray]:
+    y = labels.ids(df["label"].tolist(), where)
     if df.empty:
         raise TrainError(f"{where}: no rows; check the split stage's report")
-    index = {lab: i for i, lab in enumerate(labels)}
-    return df["text"].astype(str).tolist(), df["label"].map(index).to_numpy(dtype=np.int64)
+    return df["text"].astype(str).tolist(), y
 
 
 def _continual(p: TrainParams, base: BaseParams, paths: Paths, train: pd.DataFrame):
@@ -83,16 +82,17 @@ def _continual(p: TrainParams, base: BaseParams, paths: Paths, train: pd.DataFra
     return init, rows, {**counts, "init_version": init.version}
 
 
-def run(p: TrainParams, base: BaseParams, paths: Paths) -> dict:
+def run(p: TrainParams, base: BaseParams, task: ClassificationParams, paths: Paths) -> dict:
     seed_everything(base.seed)
     files = [Path(paths.splits) / "train.parquet", Path(paths.splits) / "val.parquet"]
     init, train_rows, continual = _continual(p, base, paths, read_parquet(files[0]))
     if continual is not None and continual["new_rows"] == 0:
         return keep_production(init, paths, continual)
-    train_texts, train_y = _frame(train_rows, base.labels, files[0])
-    val_texts, val_y = _frame(read_parquet(files[1]), base.labels, files[1])
+    labels = LabelSet.of(task)
+    train_texts, train_y = _frame(train_rows, labels, files[0])
+    val_texts, val_y = _frame(read_parquet(files[1]), labels, files[1])
     base_dir = init.model_dir if init else assets.resolve_model(p.base_model, paths.cache)
-    model, tokenizer = build_classifier(base_dir, base.labels, p.dropout)
+    model, tokenizer = build_classifier(base_dir, labels.list, p.dropout)
     if p.method in ("prompt", "p_tuning"):
         virtual = getattr(p, p.method).num_virtual_tokens
         limit = getattr(model.config, "max_position_embeddings", None)
@@ -101,13 +101,13 @@ def run(p: TrainParams, base: BaseParams, paths: Paths) -> dict:
                              f"{limit} positions; lower train.max_length")
     model = apply_method(model, p, base_dir)
     trainable, total = count_parameters(model)
-    fp = fingerprint(p, base, files, base_dir)
+    fp = fingerprint(p, base, task, files, base_dir)
     ckpt_dir = Path(paths.checkpoints) / f"train-{fp[:16]}"
 
-    result = fit(model, tokenizer, train_texts, train_y, val_texts, val_y, base.labels, p, seed=base.seed,
+    result = fit(model, tokenizer, train_texts, train_y, val_texts, val_y, labels.list, p, seed=base.seed,
                  checkpoint_dir=ckpt_dir, fingerprint=fp)
 
-    meta = {"method": p.method, "labels": base.labels, "max_length": p.max_length,
+    meta = {"method": p.method, "labels": labels.list, "max_length": p.max_length,
             "base": assets.describe(p.base_model), "base_source": p.base_model.model_dump(),
             "best_step": result.best_step, "val": result.best,
             "init_from": "production" if init else "base", "init_version": init.version if init else None}
@@ -167,7 +167,7 @@ def keep_production(init, paths: Paths, continual: dict) -> dict:
 def main() -> None:
     setup_logging()
     params = load_params()
-    run(params.train, params.base, params.paths)
+    run(params.train, params.base, params.classification, params.paths)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Reads: data/clean/records.parquet
 Writes: reports/validation.html (self-contained, readable offline),
         reports/metrics/validation.json (success, counts, per-expectation results with example ids)
-Params: base, paths, validate      Run: dvc repro validate   (or: python -m stages.validate)
+Params: classification, paths, validate      Run: dvc repro validate   (or: python -m stages.validate)
 
 The suite (tuneline.data.validation.build_suite) checks the schema, nulls, blank text, label set, text
 length, unique ids, rows per class and PII patterns left after cleaning. Both outputs are written
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tuneline.errors import UserError, run_main
 from tuneline.logs import setup_logging
-from tuneline.params import BaseParams, Paths, ValidateParams, load_params
+from tuneline.params import ClassificationParams, Paths, ValidateParams, load_params
 from tuneline.data.records import read_parquet, write_json, write_text
 from tuneline.data.validation import failure_message, render_html, validate_records
 
@@ -30,11 +30,11 @@ class ValidationFailed(UserError, ValueError):
     """The records broke at least one expectation; the message names each one and example ids."""
 
 
-def run(p: ValidateParams, base: BaseParams, paths: Paths) -> dict:
+def run(p: ValidateParams, task: ClassificationParams, paths: Paths) -> dict:
     source = Path(paths.clean) / "records.parquet"
     report = Path(paths.reports) / "validation.html"
     df = read_parquet(source)
-    summary = validate_records(df, p, base.labels)
+    summary = validate_records(df, p, task.labels)
     summary["report"] = str(report)
     write_text(render_html(summary, source=str(source)), report)
     write_json(summary, Path(paths.metrics) / "validation.json")
@@ -49,7 +49,7 @@ def run(p: ValidateParams, base: BaseParams, paths: Paths) -> dict:
 def main() -> None:
     setup_logging()
     params = load_params()
-    run(params.validate, params.base, params.paths)  # a failed check: one `error:` message, exit 2 (run_main)
+    run(params.validate, params.classification, params.paths)  # a failed check: one `error:` message, exit 2 (run_main)
 
 
 if __name__ == "__main__":

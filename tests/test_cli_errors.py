@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run_collect(tmp_path: Path, data: bytes, **env) -> subprocess.CompletedProcess:
     (tmp_path / "in.csv").write_bytes(data)
-    params = {"base": {"labels": ["ham", "spam"]},
+    params = {"classification": {"labels": ["ham", "spam"]},
               "paths": {"collected": "c", "rejects": "r", "metrics": "m", "cache": "k", "feedback": "f"},
               "collect": {"feedback": False, "datasets": [
                   {"name": "mine", "source": {"kind": "local", "path": "in.csv"}, "format": "csv"}]}}

@@ -63,18 +63,35 @@ Source = Annotated[Union[LocalSource, HubSource, PypiSource], Field(discriminato
 
 
 # --------------------------------------------------------------------------- sections
+TaskName = Literal["classification"]
+"""The tasks tuneline fine-tunes for; each has its own params section (generation comes with issue 11)."""
+
+
 class BaseParams(Section):
     seed: int = 42
     """Seed for every random choice (split, init, shuffling)."""
-    task: Literal["classification"] = "classification"
-    """What the pipeline fine-tunes for. Generation comes later."""
+    tasks: list[TaskName] = Field(default=["classification"], min_length=1)
+    """Tasks `dvc repro` builds; each reads its own section (`classification:`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data):
+        if isinstance(data, dict) and ("labels" in data or "task" in data):
+            raise ValueError("base.labels and base.task moved: the label set is classification.labels, "
+                             "the enabled tasks are base.tasks")
+        return data
+
+
+class ClassificationParams(Section):
+    """The classification task: its label set (class-id order: the head's outputs) and nothing stage-specific."""
+
     labels: list[str] = Field(min_length=2)
-    """The allowed label set, in the order used for class ids."""
+    """The allowed label set, in the order used for class ids; rows with other labels are quarantined."""
 
     @model_validator(mode="after")
-    def _unique_labels(self) -> "BaseParams":
+    def _unique_labels(self) -> "ClassificationParams":
         if len(set(self.labels)) != len(self.labels):
-            raise ValueError(f"base.labels has duplicates: {self.labels}")
+            raise ValueError(f"classification.labels has duplicates: {self.labels}")
         return self
 
 
@@ -112,7 +129,7 @@ class DatasetSpec(Section):
     label_column: str = "label"
     """Column holding the label."""
     label_map: dict[str, str] = {}
-    """Raw label value (as a string) -> label in base.labels; empty keeps labels as they are."""
+    """Raw label value (as a string) -> label in classification.labels; empty keeps labels as they are."""
     encoding: str = "utf-8"
     """Text encoding of csv/jsonl files; bytes that do not decode are quarantined per row."""
     delimiter: str = ","
@@ -192,7 +209,7 @@ class CleanParams(Section):
 
 class ValidateParams(Section):
     min_rows_per_class: int = Field(10, ge=1)
-    """Every label in base.labels needs at least this many rows."""
+    """Every label in classification.labels needs at least this many rows."""
     min_chars: int = Field(2, ge=1)
     """Expected minimum text length (characters)."""
     max_chars: int = Field(2000, ge=1)
@@ -637,7 +654,8 @@ class CompressParams(Section):
 class Params(Section):
     """The whole params.yaml."""
 
-    base: BaseParams
+    base: BaseParams = BaseParams()
+    classification: ClassificationParams
     paths: Paths = Paths()
     collect: CollectParams
     clean: CleanParams = CleanParams()

@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from tiny_pipeline import base_params, build_pipeline, calibrated_probs, single_thread
+from tiny_pipeline import task_params, build_pipeline, calibrated_probs, single_thread
 
-from stages.calibrate import CalibrateError, run
+from stages.calibrate import run
 from tuneline.evaluate.calibration import load_calibrated
-from tuneline.params import BaseParams, CalibrateParams
+from tuneline.params import CalibrateParams, ClassificationParams
+from tuneline.tasks.labels import LabelError
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def calibrated(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("calibrate")
     paths = build_pipeline(root, tiny_model_dir)
     with single_thread():
-        out = run(CalibrateParams(), base_params(), paths)
+        out = run(CalibrateParams(), task_params(), paths)
     return root, paths, out
 
 
@@ -54,7 +55,7 @@ def test_other_methods(tmp_path, tiny_model_dir):
     paths = build_pipeline(tmp_path, tiny_model_dir)
     for method in ("vector", "isotonic"):
         with single_thread():
-            out = run(CalibrateParams(method=method), base_params(), paths)
+            out = run(CalibrateParams(method=method), task_params(), paths)
         assert out["method"] == method
         assert (out["temperature"] is None) == (method == "isotonic")
         assert out["after"]["nll"] <= out["before"]["nll"] + 1e-6  # fitted and scored on val: never worse there
@@ -63,8 +64,8 @@ def test_other_methods(tmp_path, tiny_model_dir):
 
 def test_refuses_a_model_trained_for_other_labels(calibrated):
     _, paths, _ = calibrated
-    with pytest.raises(CalibrateError, match="retrain"):
-        run(CalibrateParams(), BaseParams(labels=["spam", "ham"]), paths)
+    with pytest.raises(LabelError, match=r"made for labels \['ham', 'spam'\] but classification.labels is \['spam', 'ham'\]; retrain"):
+        run(CalibrateParams(), ClassificationParams(labels=["spam", "ham"]), paths)
 
 
 def test_probabilities_match_a_direct_computation(calibrated):

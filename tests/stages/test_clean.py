@@ -10,10 +10,10 @@ from pydantic import ValidationError
 
 from stages import clean
 from tuneline.data.pii import leaks
-from tuneline.params import BaseParams, CleanParams, Paths
+from tuneline.params import ClassificationParams, CleanParams, Paths
 from tuneline.data.records import RECORD_COLUMNS, record_id
 
-BASE = BaseParams(labels=["ham", "spam"])
+BASE = ClassificationParams(labels=["ham", "spam"])
 # quick settings: one process (the pool has its own test), small batches
 PARAMS = CleanParams(max_chars=120, n_process=1, batch_size=16)
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from stages import collect
-from tuneline.params import BaseParams, CollectParams, Paths
+from tuneline.params import ClassificationParams, CollectParams, Paths
 from tuneline.data.records import read_json
 
 
@@ -15,7 +15,7 @@ def _paths(tmp_path) -> Paths:
                  metrics=str(tmp_path / "metrics"), cache=str(tmp_path / "cache"))
 
 
-BASE = BaseParams(labels=["ham", "spam"])
+BASE = ClassificationParams(labels=["ham", "spam"])
 
 
 def _params(*datasets) -> CollectParams:
@@ -58,7 +58,7 @@ def test_bad_rows_are_quarantined_with_file_row_and_reason(tmp_path):
            b"too,many,fields\n"                      # 3 fields: malformed
            b"bad bytes \xff\xfe here,spam\n"          # not UTF-8
            b",ham\n"                                # empty text: kept, the clean stage rejects it
-           b"free entry,eggs\n"                      # label outside base.labels
+           b"free entry,eggs\n"                      # label outside classification.labels
            b"no label,\n")
     (tmp_path / "bad.csv").write_bytes(raw)
     m = collect.run(_params(_csv_ds(tmp_path / "bad.csv")), BASE, _paths(tmp_path))
@@ -66,7 +66,7 @@ def test_bad_rows_are_quarantined_with_file_row_and_reason(tmp_path):
     reasons = dict(zip(rej["row"], rej["reason"]))
     assert "malformed CSV row: 3 fields" in reasons[3]
     assert "not valid utf-8" in reasons[4]
-    assert "label 'eggs' not in base.labels" in reasons[6]
+    assert "label 'eggs' not in classification.labels" in reasons[6]
     assert "missing label" in reasons[7]
     assert all(str(tmp_path / "bad.csv") in r for r in reasons.values()), "reason must name the file"
     assert set(rej["stage"]) == {"collect"}

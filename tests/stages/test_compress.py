@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from tiny_pipeline import LABELS, base_params, build_pipeline, make_paths, write_splits
+from tiny_pipeline import LABELS, base_params, task_params, build_pipeline, make_paths, write_splits
 
 from stages import calibrate
 from stages.compress import run
@@ -40,8 +40,8 @@ FAST = {"n_bootstrap": 0, "latency": LatencyParams(batch1_examples=4, batch32_ba
 def compressed(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("compress")
     paths = build_pipeline(root, tiny_model_dir)
-    calibrate.run(CalibrateParams(), base_params(), paths)
-    out = run(CompressParams(variants=VARIANTS, **FAST), CalibrateParams(), base_params(), paths)
+    calibrate.run(CalibrateParams(), task_params(), paths)
+    out = run(CompressParams(variants=VARIANTS, **FAST), CalibrateParams(), base_params(), task_params(), paths)
     return root, paths, out
 
 
@@ -118,7 +118,7 @@ def test_a_failing_variant_leaves_the_previous_output_in_place(compressed):
     before = sorted(p.name for p in (root / "models/compressed").iterdir())
     bad = CompressParams(variants=[{"kind": "distill", "name": "bad", "layers": [7]}], **FAST)
     with pytest.raises(DistillationError, match="teacher indices"):
-        run(bad, CalibrateParams(), base_params(), paths)
+        run(bad, CalibrateParams(), base_params(), task_params(), paths)
     assert sorted(p.name for p in (root / "models/compressed").iterdir()) == before
     assert not list((root / "models").glob(".compressed.*"))
 
@@ -146,13 +146,13 @@ def test_a_teacher_that_does_not_merge_is_distilled_and_the_rest_skipped(tmp_pat
     model = apply_method(model, tp, tiny_model_dir)  # an untrained soft prompt is enough: nothing merges
     save_finetuned(model, tok, Path(paths.models) / "finetuned",
                    {"method": "prompt", "labels": LABELS, "max_length": 32, "base": "tiny", "base_source": source})
-    calibrate.run(CalibrateParams(), base_params(), paths)
+    calibrate.run(CalibrateParams(), task_params(), paths)
     variants = [{"kind": "distill", "name": "student", "layers": [0], "epochs": 0.5},
                 {"kind": "quantize", "name": "int8"},
                 {"kind": "prune", "name": "sparse", "recovery_epochs": 0},
                 {"kind": "quantize", "name": "sparse_int8", "source": "sparse"},
                 {"kind": "quantize", "name": "student_int8", "source": "student"}]
-    out = run(CompressParams(variants=variants, **FAST), CalibrateParams(), base_params(), paths)
+    out = run(CompressParams(variants=variants, **FAST), CalibrateParams(), base_params(), task_params(), paths)
     rows = {v["name"]: v for v in out["variants"]}
     assert "skipped" not in rows["student"] and rows["student"]["reload_same_predictions"]
     assert load_variant(Path(paths.models) / "compressed" / "student").model.config.num_hidden_layers == 1

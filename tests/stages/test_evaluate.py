@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn import metrics as skm
-from tiny_pipeline import base_params, build_pipeline, calibrated_probs, single_thread
+from tiny_pipeline import base_params, task_params, build_pipeline, calibrated_probs, single_thread
 
 from stages import calibrate
 from stages.evaluate import length_bucket_names, run
@@ -23,8 +23,8 @@ def evaluated(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("evaluate")
     paths = build_pipeline(root, tiny_model_dir)
     with single_thread():
-        calibrate.run(CalibrateParams(), base_params(), paths)
-        out = run(PARAMS, CalibrateParams(), base_params(), paths)
+        calibrate.run(CalibrateParams(), task_params(), paths)
+        out = run(PARAMS, CalibrateParams(), base_params(), task_params(), paths)
     return root, paths, out
 
 
@@ -116,7 +116,7 @@ def test_text_that_never_went_through_clean_is_withheld(evaluated, tmp_path, tin
     test = pd.read_parquet(tmp_path / "data/splits/test.parquet").drop(columns=["pii_replaced"])
     test.to_parquet(tmp_path / "data/splits/test.parquet", index=False)
     with single_thread():
-        out = run(EvaluateParams(n_bootstrap=0, n_mistakes=3), CalibrateParams(), base_params(), paths)
+        out = run(EvaluateParams(n_bootstrap=0, n_mistakes=3), CalibrateParams(), base_params(), task_params(), paths)
     mistakes = json.loads((tmp_path / "reports/mistakes.json").read_text())
     assert mistakes and all(m["text"] is None for m in mistakes)
     assert "pii_replaced" not in out["slices"] and out["ci"] == {}
@@ -130,4 +130,4 @@ def test_refuses_a_calibrator_fitted_on_another_model(evaluated, tmp_path, tiny_
     meta = json.loads(cfg.read_text())
     cfg.write_text(json.dumps({**meta, "max_length": 32}))  # any change to the fine-tuned folder
     with pytest.raises(ValueError, match="rerun calibrate"):
-        run(PARAMS, CalibrateParams(), base_params(), paths)
+        run(PARAMS, CalibrateParams(), base_params(), task_params(), paths)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from stages import gate
-from tiny_pipeline import LABELS, base_params, make_paths, train_tiny, write_splits
+from tiny_pipeline import LABELS, task_params, make_paths, train_tiny, write_splits
 from tuneline.evaluate.calibration import Calibrator, save_calibrated
 from tuneline.params import GateParams
 from tuneline.data.records import read_json, write_json
@@ -54,7 +54,7 @@ P = GateParams(min_eval_rows=20, margin=0.01, max_regression=0.02)
 def test_first_model_is_promoted(setup):
     paths, splits, good, _ = setup
     _install(paths, good, None, splits)
-    out = gate.run(P, base_params(), paths)
+    out = gate.run(P, task_params(), paths)
     assert out["decision"]["promote"] and out["production"] is None
     assert out["candidate"]["test"]["n"] == len(splits["test"]) and out["candidate"]["calibrated"]
     assert read_json(Path(paths.metrics) / "gate.json") == out
@@ -63,14 +63,14 @@ def test_first_model_is_promoted(setup):
 def test_better_candidate_promoted_worse_rejected(setup):
     paths, splits, good, bad = setup
     _install(paths, good, bad, splits)
-    better = gate.run(P, base_params(), paths)
+    better = gate.run(P, task_params(), paths)
     assert better["decision"]["promote"], better["decision"]
     assert better["candidate"]["test"]["macro_f1"] > better["production"]["test"]["macro_f1"] + P.margin
     assert better["candidate"]["regression"]["n"] > 0  # the frozen set was scored (old data)
     assert better["candidate"]["feedback"]["n"] > 0  # the test rows from feedback (new data)
 
     _install(paths, bad, good, splits)
-    worse = gate.run(P, base_params(), paths)
+    worse = gate.run(P, task_params(), paths)
     assert not worse["decision"]["promote"]
     assert any("test macro_f1" in r for r in worse["decision"]["reasons"])
     # the report shows the rejection and its reason (report stage reads gate.json)
@@ -82,5 +82,5 @@ def test_better_candidate_promoted_worse_rejected(setup):
     assert worse["decision"]["reasons"][0] in md
 
     _install(paths, good, good, splits)
-    same = gate.run(P, base_params(), paths)
+    same = gate.run(P, task_params(), paths)
     assert not same["decision"]["promote"] and "production model itself" in same["decision"]["reasons"][0]

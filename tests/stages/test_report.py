@@ -69,7 +69,7 @@ def copy_outputs(real: Path, dst: Path):
 
 def report_params(real: Path, **kw) -> tuple[ReportParams, object]:
     params = load_params(real / "params.yaml")
-    return params.report.model_copy(update=kw), params.base
+    return params.report.model_copy(update=kw), params.classification
 
 
 def sections(page: str) -> dict[str, str]:

@@ -6,7 +6,7 @@ import pandas as pd
 
 from stages import collect, snapshot
 from tuneline.deploy.feedback import FeedbackStore, default_url
-from tuneline.params import BaseParams, CollectParams, FeedbackParams, Paths
+from tuneline.params import ClassificationParams, CollectParams, FeedbackParams, Paths
 from tuneline.data.records import read_json
 from tuneline.deploy.registry import Registry
 
@@ -34,7 +34,7 @@ def test_feedback_round_trip_into_collect(tmp_path):
     (tmp_path / "a.csv").write_text("text,label\nok see you,ham\nwin cash,spam\n")
     sms = {"name": "sms", "source": {"kind": "local", "path": str(tmp_path / "a.csv")}}
     p = CollectParams.model_validate({"datasets": [sms], "feedback": True})
-    out = collect.run(p, BaseParams(labels=["ham", "spam"]), paths)
+    out = collect.run(p, ClassificationParams(labels=["ham", "spam"]), paths)
     assert out["sources"]["feedback"]["rows_read"] == 3 and out["sources"]["feedback"]["rows_rejected"] == 1
     records = pd.read_parquet(tmp_path / "collected" / "records.parquet")
     fb = records[records["source"] == "feedback"]
@@ -43,7 +43,7 @@ def test_feedback_round_trip_into_collect(tmp_path):
     assert "eggs" in rejects["reason"].iloc[0]
 
     off = CollectParams.model_validate({"datasets": p.model_dump()["datasets"]})
-    assert "feedback" not in collect.run(off, BaseParams(labels=["ham", "spam"]), paths)["sources"]
+    assert "feedback" not in collect.run(off, ClassificationParams(labels=["ham", "spam"]), paths)["sources"]
 
 
 def test_production_pointer_follows_the_registry(tmp_path):

@@ -4,12 +4,13 @@ import pandas as pd
 import pytest
 
 from stages import split
-from tuneline.params import BaseParams, Paths, SplitParams
+from tuneline.params import BaseParams, ClassificationParams, Paths, SplitParams
 from tuneline.data.records import read_json, record_id, write_json, write_parquet
 from tuneline.data.text import dedup_key
 from tests.conftest import make_texts
 
-BASE = BaseParams(labels=["ham", "spam"], seed=7)
+BASE = BaseParams(seed=7)
+TASK = ClassificationParams(labels=["ham", "spam"])
 
 
 def _setup(tmp_path, df, success=True):
@@ -38,7 +39,7 @@ def _with_near_duplicates(n=400):
 
 def test_no_normalized_text_in_two_splits_and_counts_reconcile(tmp_path):
     df = _with_near_duplicates()
-    m = split.run(SplitParams(), BASE, _setup(tmp_path, df))
+    m = split.run(SplitParams(), BASE, TASK, _setup(tmp_path, df))
     parts = _read(tmp_path)
     keys = {n: set(p["text"].map(dedup_key)) for n, p in parts.items()}
     assert not keys["train"] & keys["test"] and not keys["train"] & keys["val"] and not keys["val"] & keys["test"]
@@ -52,22 +53,22 @@ def test_no_normalized_text_in_two_splits_and_counts_reconcile(tmp_path):
 def test_stratified_fractions_and_seeded(tmp_path):
     df = make_texts(800, seed=3)
     p = SplitParams(val_fraction=0.1, test_fraction=0.2)
-    m = split.run(p, BASE, _setup(tmp_path, df))
+    m = split.run(p, BASE, TASK, _setup(tmp_path, df))
     overall_spam = (df["label"] == "spam").mean()
     for name, frac in [("train", 0.7), ("val", 0.1), ("test", 0.2)]:
         s = m["splits"][name]
         assert abs(s["fraction"] - frac) < 0.02, (name, s)
         assert abs(s["labels"]["spam"] / s["rows"] - overall_spam) < 0.02, (name, s)
     first = {n: d["id"].tolist() for n, d in _read(tmp_path).items()}
-    split.run(p, BASE, _setup(tmp_path, df))
+    split.run(p, BASE, TASK, _setup(tmp_path, df))
     assert {n: d["id"].tolist() for n, d in _read(tmp_path).items()} == first
-    split.run(p, BaseParams(labels=["ham", "spam"], seed=8), _setup(tmp_path, df))
+    split.run(p, BaseParams(seed=8), TASK, _setup(tmp_path, df))
     assert {n: d["id"].tolist() for n, d in _read(tmp_path).items()} != first
 
 
 def test_kfold_assignment_keeps_groups_together(tmp_path):
     df = _with_near_duplicates()
-    m = split.run(SplitParams(folds=4), BASE, _setup(tmp_path, df))
+    m = split.run(SplitParams(folds=4), BASE, TASK, _setup(tmp_path, df))
     train = _read(tmp_path)["train"]
     assert sorted(train["fold"].unique()) == [0, 1, 2, 3] and m["folds"] == 4
     per_key = train.assign(k=train["text"].map(dedup_key)).groupby("k")["fold"].nunique()
@@ -78,7 +79,7 @@ def test_kfold_assignment_keeps_groups_together(tmp_path):
 
 def test_refuses_to_split_after_failed_validation(tmp_path):
     with pytest.raises(split.SplitError, match="failed expectations"):
-        split.run(SplitParams(), BASE, _setup(tmp_path, make_texts(50), success=False))
+        split.run(SplitParams(), BASE, TASK, _setup(tmp_path, make_texts(50), success=False))
 
 
 def test_bad_split_params_are_errors():

@@ -20,6 +20,7 @@ from stages import train as train_stage
 from tests.conftest import make_texts, single_thread
 from tuneline.train.models import load_finetuned
 from tuneline.params import ParamsError, load_params
+from tuneline.tasks.labels import LabelError
 from tuneline.data.records import write_parquet
 from tuneline.train.loop import CHECKPOINT, load_checkpoint
 
@@ -29,7 +30,8 @@ LABELS = ["ham", "spam"]
 def make_project(root: Path, repo_root: Path, tiny_model_dir: Path, n_train: int = 96, **train) -> Path:
     """A folder with params.yaml (the repo's, with a tiny train section) and data/splits/."""
     data = yaml.safe_load((repo_root / "params.yaml").read_text())
-    data["base"] = {"seed": 7, "task": "classification", "labels": LABELS}
+    data["base"] = {"seed": 7, "tasks": ["classification"]}
+    data["classification"] = {"labels": LABELS}
     data["train"] = {"base_model": {"kind": "local", "path": str(tiny_model_dir)}, "max_length": 32,
                      "batch_size": 8, "epochs": 2, "lr": 5e-3, "checkpoint_every": 4,
                      "early_stopping": {"patience": 0}, **train}
@@ -52,7 +54,7 @@ def test_stage_writes_model_metrics_and_curves(tmp_path, repo_root, tiny_model_d
     root = make_project(tmp_path / "proj", repo_root, tiny_model_dir, method="lora", eval_every=6)
     p, paths = project_paths(root)
     with single_thread():
-        m = train_stage.run(p.train, p.base, paths)
+        m = train_stage.run(p.train, p.base, p.classification, paths)
     assert m["method"] == "lora" and m["device"] == "cpu" and m["precision"] == "fp32"
     assert 0 < m["trainable_params"] < m["total_params"] and m["steps"] == 24 and m["epochs_run"] == 2
     assert set(m["val"]) == {"loss", "accuracy", "macro_f1", "f1"} and set(m["val"]["f1"]) == set(LABELS)
@@ -96,13 +98,13 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, repo_ro
 
     p, paths = project_paths(killed)
     with single_thread():
-        resumed = train_stage.run(p.train, p.base, paths)
+        resumed = train_stage.run(p.train, p.base, p.classification, paths)
     assert resumed["resumed_from_step"] >= at_step and resumed["steps"] == total
 
     fresh = make_project(tmp_path / "fresh", repo_root, tiny_model_dir, **settings)
     p2, paths2 = project_paths(fresh)
     with single_thread():
-        straight = train_stage.run(p2.train, p2.base, paths2)
+        straight = train_stage.run(p2.train, p2.base, p2.classification, paths2)
     assert straight["resumed_from_step"] == 0
     assert resumed["val"] == straight["val"] and resumed["best_step"] == straight["best_step"]
     a = load_file(killed / "models/finetuned/model.safetensors")
@@ -135,14 +137,14 @@ def test_bad_params_are_clear_errors(tmp_path, repo_root, tiny_model_dir, change
         load_params(root / "params.yaml")
 
 
-def test_labels_outside_base_labels_are_a_clear_error(tmp_path, repo_root, tiny_model_dir):
+def test_labels_outside_the_label_set_are_a_clear_error(tmp_path, repo_root, tiny_model_dir):
     root = make_project(tmp_path, repo_root, tiny_model_dir)
     df = pd.read_parquet(root / "data/splits/train.parquet")
     df.loc[0, "label"] = "phishing"
     write_parquet(df, root / "data/splits/train.parquet")
     p, paths = project_paths(root)
-    with pytest.raises(train_stage.TrainError, match=r"\['phishing'\] are not in base.labels"):
-        train_stage.run(p.train, p.base, paths)
+    with pytest.raises(LabelError, match=r"train.parquet: labels \['phishing'\] are not in classification.labels"):
+        train_stage.run(p.train, p.base, p.classification, paths)
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from stages import train
-from tiny_pipeline import base_params, make_paths, train_tiny, write_splits
+from tiny_pipeline import base_params, task_params, make_paths, train_tiny, write_splits
 from tuneline.data.assets import tree_sha256
 from tuneline.train.models import load_finetuned
 from tuneline.params import TrainParams
@@ -36,7 +36,7 @@ def _params(tiny_model_dir, **kw) -> TrainParams:
 
 def test_continues_from_production_on_new_rows_plus_replay(prod, tiny_model_dir):
     paths, splits, reg = prod
-    m = train.run(_params(tiny_model_dir, replay_ratio=0.5), base_params(), paths)
+    m = train.run(_params(tiny_model_dir, replay_ratio=0.5), base_params(), task_params(), paths)
     unseen = int((~splits["train"]["id"].isin(reg.train_ids("v0001"))).sum())
     assert m["continual"]["new_rows"] == unseen and m["continual"]["replay_rows"] == round(0.5 * unseen)
     assert m["train_rows"] == unseen + round(0.5 * unseen) and m["continual"]["init_version"] == "v0001"
@@ -59,7 +59,7 @@ def test_nothing_new_keeps_production(prod, tiny_model_dir):
     shutil.copytree(reg.version_dir("v0001") / "finetuned", cand / "finetuned")
     everything.promote(cand, train_ids=set(splits["train"]["id"]), record={})
     write_json(everything.pointer_snapshot(), Path(paths.models) / "production.json")
-    m = train.run(_params(tiny_model_dir), base_params(), paths)
+    m = train.run(_params(tiny_model_dir), base_params(), task_params(), paths)
     assert m["continual"]["kept_production"] and m["continual"]["new_rows"] == 0 and m["steps"] == 0
     assert tree_sha256(Path(paths.models) / "finetuned") == tree_sha256(everything.version_dir("v0002") / "finetuned")
     assert read_json(Path(paths.metrics) / "train.json") == m
@@ -68,4 +68,4 @@ def test_nothing_new_keeps_production(prod, tiny_model_dir):
 def test_unmerged_method_cannot_continue(prod, tiny_model_dir):
     paths, _, _ = prod
     with pytest.raises(train.TrainError, match="merged method"):
-        train.run(_params(tiny_model_dir, method="prefix"), base_params(), paths)
+        train.run(_params(tiny_model_dir, method="prefix"), base_params(), task_params(), paths)

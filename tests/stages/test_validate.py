@@ -6,10 +6,10 @@ import yaml
 from stages import validate
 from tuneline.errors import EXIT_USER_ERROR, run_main
 from tests.tuneline.test_validation import EMAIL, good_records
-from tuneline.params import BaseParams, Paths, ValidateParams
+from tuneline.params import ClassificationParams, Paths, ValidateParams
 from tuneline.data.records import read_json, write_parquet
 
-BASE = BaseParams(labels=["ham", "spam"])
+BASE = ClassificationParams(labels=["ham", "spam"])
 P = ValidateParams(min_rows_per_class=10, max_chars=200)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from tests.conftest import single_thread  # noqa: F401 (re-exported for the stage tests)
-from tuneline.params import BaseParams, Paths
+from tuneline.params import BaseParams, ClassificationParams, Paths
 from tuneline.data.records import record_id, write_parquet
 
 LABELS = ["ham", "spam"]
@@ -111,7 +111,11 @@ def build_pipeline(root: Path, base_dir: Path) -> Paths:
 
 
 def base_params() -> BaseParams:
-    return BaseParams(seed=0, labels=LABELS)
+    return BaseParams(seed=0)
+
+
+def task_params() -> ClassificationParams:
+    return ClassificationParams(labels=LABELS)
 
 
 def calibrated_probs(root: Path, split: str):

@@ -112,7 +112,7 @@ def test_classification_metrics_bundle(rng):
     again = classification_metrics(y, probs, labels, n_bootstrap=200, seed=1)
     assert again["ci"] == m["ci"]  # seeded
     assert "ci" not in classification_metrics(y, probs, labels, n_bootstrap=0)
-    with pytest.raises(ValueError, match="not in base.labels"):
+    with pytest.raises(ValueError, match="not in the label set"):
         classification_metrics(["ham", "eggs"], probs[:2], labels, n_bootstrap=0)
     with pytest.raises(ValueError, match="probs must have shape"):
         classification_metrics(y, probs[:, :1], labels, n_bootstrap=0)

@@ -16,7 +16,7 @@ def _repo_params(repo_root):
 
 def test_repo_params_validate(repo_root):
     p = load_params(repo_root / "params.yaml")
-    assert p.base.labels == ["ham", "spam"]
+    assert p.classification.labels == ["ham", "spam"] and p.base.tasks == ["classification"]
     assert p.collect.datasets[0].source.kind == "pypi"
 
 
@@ -37,7 +37,7 @@ def test_unknown_section_is_an_error(tmp_path, repo_root):
 def test_bad_values_are_errors(tmp_path, repo_root):
     data = _repo_params(repo_root)
     data["split"]["test_fraction"] = 1.5
-    data["base"]["labels"] = ["ham", "ham"]
+    data["classification"]["labels"] = ["ham", "ham"]
     with pytest.raises(ParamsError) as e:
         load_params(_write(tmp_path, data))
     assert "split.test_fraction" in str(e.value) and "duplicates" in str(e.value)
@@ -56,3 +56,10 @@ def test_missing_and_invalid_yaml(tmp_path):
     bad.write_text("base: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_old_base_labels_key_says_where_it_moved(tmp_path, repo_root):
+    data = _repo_params(repo_root)
+    data["base"]["labels"] = data.pop("classification")["labels"]
+    with pytest.raises(ParamsError, match=r"base: .*moved: the label set is classification.labels"):
+        load_params(_write(tmp_path, data))

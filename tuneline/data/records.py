@@ -3,7 +3,7 @@
 A record is one labelled text. Columns every stage can rely on:
   id      stable 16-hex id, sha256 of (text, label) as collected: same data -> same id
   text    the text (raw after collect, cleaned and anonymized after clean)
-  label   a label from base.labels
+  label   a label from classification.labels
   source  name of the collect dataset the row came from
   row     1-based row (line for csv/jsonl) in that source, for tracing a record back
 clean adds `pii_replaced` (bool) and `pii_count` (int); split adds `fold` to train.

@@ -9,7 +9,7 @@ expectations, each tagged with a short check name in its `meta`:
   <column>_not_null    no nulls in any schema column             expect_column_values_to_not_be_null
   text_not_blank       text has a non-whitespace character       expect_column_values_to_match_regex (\\S)
   text_length          min_chars <= len(text) <= max_chars       expect_column_value_lengths_to_be_between
-  label_in_set         label in base.labels                      expect_column_values_to_be_in_set
+  label_in_set         label in classification.labels            expect_column_values_to_be_in_set
   id_unique            ids are unique                            expect_column_values_to_be_unique
   min_rows_<label>     >= min_rows_per_class rows per label      expect_table_row_count_to_be_between
                                                                  with row_condition Column("label") == label

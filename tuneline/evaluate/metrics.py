@@ -49,7 +49,7 @@ def class_ids(y: Sequence, labels: Sequence[str]) -> np.ndarray:
     index = {lab: i for i, lab in enumerate(labels)}
     unknown = sorted({str(v) for v in arr if v not in index})
     if unknown:
-        raise ValueError(f"labels {unknown[:5]} are not in base.labels {list(labels)}")
+        raise ValueError(f"labels {unknown[:5]} are not in the label set {list(labels)}")
     return np.array([index[v] for v in arr], dtype=np.int64)
 
 

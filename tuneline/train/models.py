@@ -54,7 +54,7 @@ class Finetuned:
     """In eval mode; `model(**tokenizer(texts, ...)).logits` are class logits [n, len(labels)]."""
     tokenizer: Any
     labels: list[str]
-    """Class names in class-id order (base.labels at training time)."""
+    """Class names in class-id order (classification.labels at training time)."""
     meta: dict = field(default_factory=dict)
     """tuneline.json: method, base (source description), base_source, max_length, labels, merged."""
 

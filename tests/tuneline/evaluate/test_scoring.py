@@ -17,6 +17,7 @@ from tuneline.evaluate.metrics import classification_metrics
 from tuneline.train.models import build_classifier
 from tuneline.params import CalibrateParams, CompressParams
 from tuneline.deploy.predictor import Predictor
+from tuneline.tasks.labels import LabelSet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LABELS = ["ham", "spam"]
@@ -54,7 +55,7 @@ def test_evaluate_compress_and_gate_agree_on_the_same_model_and_rows(setup):
     compress = compress_score(model, tokenize(tok, val["text"].tolist(), 32), enc_test, None, y_test,
                               CalibrateParams(), LABELS, CompressParams(n_bootstrap=0), seed=0, calibrator=cal)
     gate = gate_score(Predictor(version="v", labels=LABELS, max_length=32, model=model, tokenizer=tok,
-                                calibrator=cal), pd.DataFrame(test), LABELS, batch_size=64)
+                                calibrator=cal), pd.DataFrame(test), LabelSet(tuple(LABELS)), batch_size=64)
     for k in ("accuracy", "macro_f1", "ece", "nll"):
         assert evaluate[k] == compress[k] == gate[k], k
     assert gate["n"] == len(test)
