@@ -43,6 +43,7 @@ lock:
 # not fixed or justified in place with `# nosec BXXX: reason`.
 scan: setup
 	$(BIN)/bandit -c pyproject.toml -q -r tuneline stages apps flows
+	@echo "scan: bandit found no unjustified issue in tuneline stages apps flows"
 
 run: setup
 	$(BIN)/dvc repro

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import subprocess  # nosec B404: runs this interpreter's pip with a fixed argument list
+import subprocess  # nosec B404 # runs this interpreter's pip with a fixed argument list
 import sys
 import tempfile
 import tomllib
@@ -45,7 +45,7 @@ def resolve() -> list[dict]:
         report = Path(tmp) / "report.json"
         cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
                "--disable-pip-version-check", "--report", str(report), f".[{EXTRAS}]", *build]
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)  # nosec B603: fixed argv
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)  # nosec B603 # fixed argv
         if done.returncode != 0:
             err = "\n".join(line for line in done.stderr.splitlines() if not line.startswith("WARNING: Location"))
             sys.exit(f"error: pip could not resolve the dependencies:\n{err[-4000:]}")
