@@ -104,7 +104,8 @@ class Paths(Section):
     splits: str = "data/splits"
     models: str = "models"
     checkpoints: str = "models/checkpoints"
-    """Resumable training checkpoints; not a DVC output, so they survive a killed `dvc repro`."""
+    """Resumable training checkpoints; not a DVC output, so they survive a killed `dvc repro`. The next
+    train run resumes from one with its own inputs and deletes the others (stages/train.py)."""
     metrics: str = "reports/metrics"
     plots: str = "reports/plots"
     reports: str = "reports"

@@ -132,8 +132,10 @@ class FeedbackStore:
     def rows(self) -> list[dict]:
         """Every item, oldest first (one consistent read)."""
         with self._lock:
-            cur = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM feedback ORDER BY id")
-            return [dict(zip(COLUMNS, r)) for r in cur.fetchall()]
+            cur = self._db.cursor()
+            cur.row_factory = sqlite3.Row  # rows by column name: the SQL stays a constant
+            cur.execute("SELECT * FROM feedback ORDER BY id")
+            return [{c: r[c] for c in COLUMNS} for r in cur.fetchall()]
 
     def count(self) -> int:
         with self._lock:
