@@ -37,11 +37,12 @@ from typing import Annotated, Callable, Literal
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from apps.guards import BodyLimit, SafeJSONResponse, Text, token_first_route
-from tuneline.deploy.feedback import IDENTIFIER_RULE, FeedbackStore, check_identifier, default_url
+from tuneline.deploy.feedback import (ID_SCHEMA_PATTERN, IDENTIFIER_RULE, MAX_ID_LENGTH, FeedbackStore,
+                                      check_identifier, default_url)
 from tuneline.deploy.predictor import Predictor
 from tuneline.deploy.serving import Anonymizer, build_anonymizer, load_model, production_loader
 from tuneline.errors import run_main
@@ -52,10 +53,12 @@ log = logging.getLogger("apps.serve")
 
 
 # --------------------------------------------------------------------------- request bodies
-def _identifier(what: str):
+def _identifier(what: str) -> tuple:
     def check(value: str) -> str:
         return check_identifier(value, what)  # FeedbackError is a ValueError: pydantic makes it a 422
-    return AfterValidator(check)
+    # the schema shows the characters and the length; check_identifier also counts the digits
+    return AfterValidator(check), WithJsonSchema({"type": "string", "maxLength": MAX_ID_LENGTH,
+                                                  "pattern": ID_SCHEMA_PATTERN})
 
 
 class PredictRequest(BaseModel):
@@ -69,9 +72,9 @@ class FeedbackRequest(BaseModel):
     label: Text | None = Field(None, max_length=200, description="the correct label (a correction)")
     predicted: Text | None = Field(None, max_length=200, description="the label the model predicted (with rating)")
     rating: Literal["good", "bad"] | None = Field(None, description="was the prediction right?")
-    model_version: Annotated[str, _identifier("model_version")] | None = Field(
+    model_version: Annotated[str, *_identifier("model_version")] | None = Field(
         None, description=f"the version that made the prediction: {IDENTIFIER_RULE}")
-    key: Annotated[str, _identifier("key")] | None = Field(
+    key: Annotated[str, *_identifier("key")] | None = Field(
         None, description="idempotency key (posting the same key again stores nothing "
                                                     f"new): {IDENTIFIER_RULE}")
 

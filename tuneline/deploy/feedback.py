@@ -64,8 +64,11 @@ MAX_ID_DIGITS = 6
 """Most digits an identifier may hold: fewer than any phone number (7+), card or account number."""
 IDENTIFIER_RULE = (f"a UUID, or 1-{MAX_ID_LENGTH} characters of ASCII letters, digits and _ . : - that start with a "
                    f"letter and hold at most {MAX_ID_DIGITS} digits (so no e-mail, phone, card or account number)")
+_UUID_RX = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[1-8][0-9a-fA-F]{3}-?[89abAB][0-9a-fA-F]{3}-?[0-9a-fA-F]{12}"
+ID_SCHEMA_PATTERN = rf"^(?:{_UUID_RX}|[A-Za-z][A-Za-z0-9_.:-]{{0,{MAX_ID_LENGTH - 1}}})$"
+"""The rule's shape as a JSON-schema pattern (the API's OpenAPI schema); the digit count is checked apart."""
 _ID_CHARS = re.compile(r"[A-Za-z0-9_.:-]")
-_UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[1-8][0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}", re.I)
+_UUID = re.compile(_UUID_RX)
 
 
 def check_identifier(value: str, what: str = "key") -> str:
