@@ -101,8 +101,8 @@ def create_app(*, predictor: Predictor, store: FeedbackStore, anonymize: Anonymi
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             msg = next(e for e in errors if e.get("type") == "json_invalid")
-            return SafeJSONResponse(status_code=400, content={"detail": f"request body is not valid JSON: "
-                                                                        f"{msg.get('ctx', {}).get('error', msg['msg'])}"})
+            why = msg.get("ctx", {}).get("error", msg["msg"])
+            return SafeJSONResponse(status_code=400, content={"detail": f"request body is not valid JSON: {why}"})
         detail = [{"field": ".".join(str(x) for x in e["loc"] if x != "body")[:100] or "body", "error": e["msg"]}
                   for e in errors]
         return SafeJSONResponse(status_code=422, content={"detail": detail})

@@ -357,7 +357,8 @@ def test_every_write_endpoint_needs_the_token(api, anonymize):
     app = create_app(predictor=api["predictor"], store=api["store"], anonymize=anonymize, p=ServeParams(),
                      token=TOKEN)
     client = TestClient(app)
-    writes = [(m.upper(), path) for path, ops in app.openapi()["paths"].items() for m in ops if m not in ("get", "head")]
+    writes = [(m.upper(), path) for path, ops in app.openapi()["paths"].items() for m in ops
+              if m not in ("get", "head")]
     assert ("POST", "/feedback") in writes and ("POST", "/reload") in writes
     for method, path in writes:
         if path == "/predict":  # the one open write-shaped endpoint: it stores nothing

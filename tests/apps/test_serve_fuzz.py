@@ -44,8 +44,9 @@ def served(tmp_path_factory, tiny_model_dir):
     predictor = Predictor.load(build_model_folder(tiny_model_dir, root / "model"), "v0001")
     anonymize = build_anonymizer(CleanParams(spacy_model="none", pii_entities=["EMAIL_ADDRESS", "PHONE_NUMBER"]))
     with FeedbackStore(default_url(root / "feedback")) as store:
-        app = create_app(predictor=predictor, store=store, anonymize=anonymize, p=ServeParams(max_batch=8, max_chars=200),
-                         token=TOKEN, load_production=lambda: predictor, production_version=lambda: "v0001")
+        app = create_app(predictor=predictor, store=store, anonymize=anonymize,
+                         p=ServeParams(max_batch=8, max_chars=200), token=TOKEN,
+                         load_production=lambda: predictor, production_version=lambda: "v0001")
         with Server(app) as url:
             yield {"url": url, "app": app, "store": store}
 
