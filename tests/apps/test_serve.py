@@ -302,6 +302,9 @@ def test_a_chunked_body_over_the_limit_is_a_413(api):
     r = httpx.post(url + "/feedback", content=_chunks(json.dumps({"text": "a" * 100_000, "label": "ham"}).encode()),
                    headers={"content-type": "application/json", **AUTH}, timeout=30)
     assert r.status_code == 413 and "request body over" in r.json()["detail"], r.text
+    r = httpx.post(url + "/feedback", content=_chunks(json.dumps({"text": "a" * 100_000, "label": "ham"}).encode()),
+                   headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 401, r.text  # without the token: refused before the body is read at all
     small = json.dumps({"texts": ["see you at lunch"] * 3}).encode()  # a chunked body under the limit is served
     r = httpx.post(url + "/predict", content=_chunks(small, 7), headers={"content-type": "application/json"})
     assert r.status_code == 200 and len(r.json()["predictions"]) == 3, r.text
