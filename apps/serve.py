@@ -75,8 +75,7 @@ class FeedbackRequest(BaseModel):
     model_version: Annotated[str, *_identifier("model_version")] | None = Field(
         None, description=f"the version that made the prediction: {IDENTIFIER_RULE}")
     key: Annotated[str, *_identifier("key")] | None = Field(
-        None, description="idempotency key (posting the same key again stores nothing "
-                                                    f"new): {IDENTIFIER_RULE}")
+        None, description=f"idempotency key (posting the same key again stores nothing new): {IDENTIFIER_RULE}")
 
 
 # --------------------------------------------------------------------------- the app

@@ -76,13 +76,15 @@ def check_identifier(value: str, what: str = "key") -> str:
     why without echoing it (it may be personal data)."""
     if _UUID.fullmatch(value):
         return value
-    bad = next((i for i, ch in enumerate(value) if not _ID_CHARS.fullmatch(ch)), None)
-    why = ("is empty" if not value
-           else f"has {len(value)} characters" if len(value) > MAX_ID_LENGTH
-           else f"has a character that is not allowed (U+{ord(value[bad]):04X} at {bad})" if bad is not None
-           else "does not start with a letter" if not value[0].isalpha()
-           else f"has {sum(c.isdigit() for c in value)} digits" if sum(c.isdigit() for c in value) > MAX_ID_DIGITS
-           else None)
+    if not value or len(value) > MAX_ID_LENGTH:  # (checked first: a 1 MB key is not scanned)
+        why = "is empty" if not value else f"has {len(value)} characters"
+    elif (bad := next((i for i, ch in enumerate(value) if not _ID_CHARS.fullmatch(ch)), None)) is not None:
+        why = f"has a character that is not allowed (U+{ord(value[bad]):04X} at {bad})"
+    elif not value[0].isalpha():
+        why = "does not start with a letter"
+    else:
+        digits = sum(c.isdigit() for c in value)
+        why = f"has {digits} digits" if digits > MAX_ID_DIGITS else None
     if why:
         raise FeedbackError(f"{what} {why}: an identifier is stored as sent, so it must be {IDENTIFIER_RULE}")
     return value
