@@ -466,6 +466,9 @@ class ServeParams(Section):
     threads: int = Field(1, ge=0)
     """torch CPU threads of the API process; 0 keeps torch's default (one per core). One forward pass
     runs at a time, and on a busy machine a single thread avoids stalls waking idle worker threads."""
+    docs: bool = False
+    """Serve /docs, /redoc and /openapi.json. Off by default: they publish every field and limit of
+    the API to anyone who can reach it; turn on for development or behind your own auth."""
 
 
 # The section is named after its stage; it shadows pydantic's deprecated BaseModel.validate().
