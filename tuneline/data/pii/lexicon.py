@@ -42,51 +42,57 @@ def fold(s: str) -> str:
     return unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode()
 
 
-def _ranked(path: Path, limit: int) -> set[str]:
+def _ranked(path: Path, limit: int) -> dict[str, int]:
     with gzip.open(path, "rb") as f:
         table = pickle.load(f)  # the package's own data file (names_dataset.NameDataset reads it the same way)
-    out = set()
+    out: dict[str, int] = {}
     for name, info in table.items():
         ranks = info.get("rank") or {}
-        if ranks and min(ranks.values()) <= limit and _LATIN.fullmatch(name) and " " not in name and len(name) >= 2:
-            out.add(name.lower())
-            out.add(fold(name).lower())
+        best = min(ranks.values()) if ranks else limit + 1
+        if best <= limit and _LATIN.fullmatch(name) and " " not in name and len(name) >= 2:
+            for key in (name.lower(), fold(name).lower()):
+                out[key] = min(best, out.get(key, best))
     del table
     return out
 
 
 @lru_cache(maxsize=1)
-def _names() -> tuple[frozenset[str], frozenset[str]]:
+def _names() -> tuple[frozenset[str], frozenset[str], dict[str, int]]:
     from importlib.metadata import version
 
     import names_dataset
 
-    key = f"names-dataset-{version('names-dataset')}-first{FIRST_RANK}-last{SURNAME_RANK}.json.gz"
+    key = f"names-dataset-{version('names-dataset')}-first{FIRST_RANK}-last{SURNAME_RANK}-ranked.json.gz"
     cache = CACHE_DIR / key
     try:
         data = json.loads(gzip.decompress(cache.read_bytes()))
-        first, last = set(data["first"]), set(data["last"])
-    except (OSError, ValueError, KeyError):
+        first, last = dict(data["first"]), dict(data["last"])
+    except (OSError, ValueError, KeyError, TypeError):
         base = Path(names_dataset.__file__).parent / "v3"
         first, last = _ranked(base / "first_names.pkl.gz", FIRST_RANK), _ranked(base / "last_names.pkl.gz", SURNAME_RANK)
         try:
             CACHE_DIR.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=CACHE_DIR, suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
-                f.write(gzip.compress(json.dumps({"first": sorted(first), "last": sorted(last)}).encode()))
+                f.write(gzip.compress(json.dumps({"first": first, "last": last}, sort_keys=True).encode()))
             os.replace(tmp, cache)
         except OSError:
             pass  # a read-only home: rebuilt next time
     from faker.providers.person.en_GB import Provider as GB
     from faker.providers.person.en_US import Provider as US
 
-    first |= {n.lower() for n in (*US.first_names, *GB.first_names)}
-    last |= {n.lower() for n in (*US.last_names, *GB.last_names)}
-    return frozenset(first), frozenset(last)
+    ranks = dict(first)
+    names = set(first) | {n.lower() for n in (*US.first_names, *GB.first_names)}
+    return frozenset(names), frozenset(set(last) | {n.lower() for n in (*US.last_names, *GB.last_names)}), ranks
 
 
 def first_names() -> frozenset[str]:
     return _names()[0]
+
+
+def first_name_rank(name: str) -> int:
+    """The best rank of a first name in any country of names-dataset (FIRST_RANK + 1 when not listed)."""
+    return _names()[2].get(name.lower(), FIRST_RANK + 1)
 
 
 def surnames() -> frozenset[str]:

@@ -10,6 +10,7 @@ name_recognizer() reports PERSON for:
              sign-offs (hi, hey, yo, dear, thanks, thx, cheers, regards), self-introductions (i'm, its,
              this is, my name is), relations (my husband, sister, neighbour), and slots (ask for, tell,
              called, cardholder, contact), with a listed surname after it taken too;
+  self       a message or sentence that starts with a name and "here"/"again" ("Sarah here, ...");
   signatures a line holding only one to three capitalised words that start with a listed first name.
 "Listed" = lexicon.first_names()/surnames() (names-dataset's top names of 105 countries, plus the
 US census and ONS lists); a listed word that is also an everyday English word (lexicon.common_word:
@@ -44,6 +45,8 @@ _INTRO_LOWER = re.compile(r"(?i:\b(?:i'?m|i am|it'?s|its|this is|my name is|my n
                           rf"([{LO}]{{3,}})(?:\s+([{LO}]{{3,}}))?(?=\s*(?:again|here|speaking|from|[,.!?]|$))")
 """A lowercase self-introduction that ends there ("hi im ross, ...", "its diana again"): any listed first name."""
 _SIGNATURE = re.compile(rf"^[ \t]*(?:[-–—~]+\s*)?({NW}(?:\s+(?:[{UP}]\.|{NW})){{0,2}})[ \t]*[.!]?[ \t]*$", re.MULTILINE)
+_SELF = re.compile(rf"(?:^|(?<=[\n.!?]\s)|(?<=[\n]))({NW}(?:\s+{NW})?)(?=,?\s+(?:here|again|speaking)\b)", re.MULTILINE)
+"""A message that starts with the writer's name: "Sarah here", "Mike Dunne again"."""
 _STREET_TYPE = re.compile(rf"(?:{EN_TYPES})s?")
 _NOT_NAMES = frozenset("""street road lane avenue drive close court way place hill park the and or but for a an
 monday tuesday wednesday thursday friday saturday sunday january february march april may june july
@@ -62,6 +65,13 @@ def _first(word: str) -> bool:
 def _surname(word: str, strict: bool = True) -> bool:
     w = word.lower()
     return w in lexicon.surnames() and (not strict or not lexicon.common_word(w))
+
+
+def _lower_name(word: str) -> bool:
+    """A lowercase word that is a listed first name counts as one when it is rare in English, or a
+    little more frequent but among the POPULAR_RANK most given names of some country ("federico")."""
+    z = lexicon.zipf(word)
+    return z < LOWER_ZIPF or z < LOWER_ZIPF_POPULAR and lexicon.first_name_rank(word) <= POPULAR_RANK
 
 
 def _plain(word: str) -> bool:
@@ -103,7 +113,7 @@ def find(text: str) -> list[tuple[int, int]]:
         if name.lower() in _NOT_NAMES or name.lower() in places and not _first(name):
             continue
         if name.islower():  # SMS slang is full of listed words ("jus", "oni", "lor"): rare listed first names only
-            if not (_first(name) and len(name) >= 3 and lexicon.zipf(name) < LOWER_ZIPF
+            if not (_first(name) and len(name) >= 3 and _lower_name(name)
                     or name in lexicon.census_first_names() and not lexicon.common_word(name)):
                 continue
         elif not (_first(name) or _surname(name) or strong and not _plain(name)):
@@ -115,11 +125,14 @@ def find(text: str) -> list[tuple[int, int]]:
         out.append((m.start("name"), end))
     for m in _INTRO_LOWER.finditer(text):
         name, last = m.group(1), m.group(2)
-        if name in _NOT_NAMES or not (name in lexicon.census_first_names()
-                                      or _first(name) and lexicon.zipf(name) < LOWER_ZIPF):
+        if name in _NOT_NAMES or not (name in lexicon.census_first_names() or _first(name) and _lower_name(name)):
             continue
         out.append((m.start(1), m.end(2) if last and _surname(last, strict=False) and last not in _NOT_NAMES
                     else m.end(1)))
+    for m in _SELF.finditer(text):
+        words = m.group(1).split()
+        if not any(_plain(w) and not _first(w) for w in words) and m.group(1).lower() not in places:
+            out.append((m.start(1), m.end(1)))
     for m in _SIGNATURE.finditer(text):
         words = m.group(1).split()
         if _first(words[0]) and not any(w.lower() in _NOT_NAMES for w in words):
@@ -188,6 +201,8 @@ _CONTRACTION = re.compile(r"Don\s+(?:know|want|wan|worry|think|like|have|go|be|c
 LOWER_ZIPF = 3.0
 """A lowercase word after a cue is a name when it is a listed first name rarer than this in English
 ("federico", "ashley" is a census name; "jus" 3.2, "fri" 3.4 are not)."""
+LOWER_ZIPF_POPULAR = 3.5
+POPULAR_RANK = 50
 UNLISTED_ZIPF = 1.5
 """...and a capitalised word in no name list must be rarer still ("Grl" 1.7, "Bcoz" 1.7 are SMS slang)."""
 RARE_ZIPF = 2.5
