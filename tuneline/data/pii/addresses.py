@@ -241,7 +241,7 @@ def address_recognizer(towns: bool = True):
     """presidio EntityRecognizer for STREET_ADDRESS, POSTCODE and (towns=True) the LOCATION of towns in addresses."""
     from presidio_analyzer import EntityRecognizer, RecognizerResult
 
-    class AddressRecognizer(EntityRecognizer):
+    class TunelineAddressRecognizer(EntityRecognizer):
         def load(self):
             pass
 
@@ -250,5 +250,5 @@ def address_recognizer(towns: bool = True):
                 RecognizerResult.RECOGNIZER_NAME_KEY: self.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})
                 for s, e, t in dict.fromkeys(find(text)) if t in entities and e > s]
 
-    return AddressRecognizer(supported_entities=["STREET_ADDRESS", "POSTCODE", *(["LOCATION"] if towns else [])],
+    return TunelineAddressRecognizer(supported_entities=["STREET_ADDRESS", "POSTCODE", *(["LOCATION"] if towns else [])],
                              name="TunelineAddressRecognizer")

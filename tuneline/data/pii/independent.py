@@ -75,6 +75,10 @@ def _faker(locale: str):
     from faker import Faker
 
     f = Faker(locale)
+    for provider in f.providers:  # faker's it_IT builds its city list from a set: order it, or the corpus
+        for attr in ("cities", "city_names"):  # would change with PYTHONHASHSEED
+            if isinstance(getattr(provider, attr, None), list):
+                setattr(provider, attr, sorted(getattr(provider, attr)))
     f.seed_instance(20261205 + LOCALES.index(locale))
     return f
 
@@ -98,9 +102,9 @@ def _person(f, rng: random.Random) -> str:
 
 
 def _values(f, rng: random.Random) -> dict:
-    street = f.street_address().replace("\n", " ")
+    street = " ".join(f.street_address().split())
     return {"person": _person(f, rng), "first": f.first_name() if rng.random() < 0.8 else f.first_name().lower(),
-            "city": f.city(), "street": street, "postcode": f.postcode(), "phone": f.phone_number(),
+            "city": f.city().strip(), "street": street, "postcode": f.postcode().strip(), "phone": f.phone_number().strip(),
             "email": f.email()}
 
 

@@ -144,7 +144,7 @@ def name_recognizer():
     """presidio EntityRecognizer for PERSON (see module doc)."""
     from presidio_analyzer import EntityRecognizer, RecognizerResult
 
-    class NameRecognizer(EntityRecognizer):
+    class TunelineNameRecognizer(EntityRecognizer):
         def load(self):
             pass
 
@@ -153,7 +153,7 @@ def name_recognizer():
                 RecognizerResult.RECOGNIZER_NAME_KEY: self.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})
                 for s, e in dict.fromkeys(find(text)) if e > s]
 
-    return NameRecognizer(supported_entities=["PERSON"], name="TunelineNameRecognizer")
+    return TunelineNameRecognizer(supported_entities=["PERSON"], name="TunelineNameRecognizer")
 
 
 def plausible_ner_span(text: str, start: int, end: int, entity: str) -> bool:

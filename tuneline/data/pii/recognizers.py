@@ -382,7 +382,7 @@ def phone_recognizer():
     ("call", "tel.", "reach me on") in the 30 characters before, or stand alone on a line."""
     from presidio_analyzer import EntityRecognizer, RecognizerResult
 
-    class PhoneRecognizer(EntityRecognizer):
+    class TunelinePhoneRecognizer(EntityRecognizer):
         def load(self):
             pass
 
@@ -402,7 +402,7 @@ def phone_recognizer():
                         RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
             return out
 
-    rec = PhoneRecognizer(supported_entities=["PHONE_NUMBER"], name="TunelineAnyPhoneRecognizer")
+    rec = TunelinePhoneRecognizer(supported_entities=["PHONE_NUMBER"], name="TunelineAnyPhoneRecognizer")
     rec.tuneline_gate = _has_digit
     return rec
 
