@@ -72,20 +72,22 @@ LEAD_TYPES_STRONG = ("rue|avenue|boulevard|bd|chemin|allée|impasse|quai|cours|c
                      "viale|piazza|piazzale|corso|vicolo|contrada|borgo|strada|stretto|rotonda|"
                      "rua|travessa|alameda|rodovia|estrada|praça|ladeira|av\\.?|chácara|condomínio|fazenda|"
                      "núcleo|passarela|pátio|recanto|residencial|sítio|trevo|vereda|viaduto|viela|esplanada|"
-                     "montée|rang|allé|boul\\.?|côte|cuesta|"
+                     "montée|rang|allé|boul\\.?|côte|cuesta|vial|cañada|feira|incrocio|"
+                     "aleea|bulevardul|intrarea|soseaua|șoseaua|calea|piața|piata|splaiul|"
                      "ulica|ul\\.|aleja|al\\.|osiedle|os\\.|plac|pl\\.|via")
 """French, Spanish, Italian, Portuguese and Polish street types written before the name."""
 LEAD_TYPES_NEED_NUMBER = ("place|plaza|route|largo|praia|quadra|canale|vila|conjunto|lote|setor|sector|trecho|via|"
                           "parque|lago|lagoa|vale|jardim|distrito|colônia|loteamento|morro|r\\.|c\\.")
 """Street types that are also English (or very common) words: a house number must come with them."""
 UNIT = (r"(?:Flat|Apt\.?|Apartment|Unit|Suite|Ste\.?|Studio|Room|Rm\.?|Floor|Fl\.?|Level|Lvl|Piso|Puerta|Interior|"
-        r"Piano|Scala|Int\.|Depto\.?|Departamento|Appartamento|Escalera|Esc\.|Etage|Bus|RD|"
+        r"Nr\.?|Bl\.?|Sc\.?|Ap\.?|Et\.?|Edif\.?|Piano|Scala|Int\.|Depto\.?|Departamento|Appartamento|Escalera|Esc\.|Etage|Bus|RD|"
         r"Box|Building|Bldg\.?|Block|Blk\.?|Lot|#)\s*\d+[A-Za-z]?(?:[-/]\d+)?")
 NUM = r"\d{1,5}[A-Za-z]?(?:\s?[-/]\s?\d{1,5}[A-Za-z]?)?"
 
+_NOT_UNIT = r"(?!(?:Nr|Bl|Sc|Ap|Et|Edif|Depto|Piso|Puerta|Interior|Apt|Suite|Unit|Flat)\b)"
 _EN = re.compile(
     rf"\b(?:{UNIT},?\s+)?(?:H\.?\s?No\.?\s*)?{NUM},?\s+(?:(?:{WORD}|{PARTICLE})\s+){{1,4}}(?:{EN_TYPES})s?\b\.?"
-    rf"(?:,?\s+(?:{UNIT})\b)?")
+    rf"(?:\s*,?\s+(?:{UNIT})\b)*")
 _GLUED = re.compile(
     rf"\b(?:{WORD}[-\s])?(?:{WORD}-)*[{UP}][{LO}'’-]*?(?i:{GLUED_TYPES})(?:\s+|\.\s*)(?:{NUM})\b(?:,?\s+{UNIT}\b)?"
     rf"|\b(?:Am|An der|Auf der|Im|In der|Zum|Zur|Alte|Alter|Neue|Neuer|Hoher|Große|Kleine)\s+{WORD}\s+{NUM}\b"
@@ -93,9 +95,13 @@ _GLUED = re.compile(
     rf"|\b{WORD}(?:\s{WORD})?\s(?:katu|tie|puistotie|kuja|polku|raitti|rinne|kaari|väylä|aukio|tori|ranta|piha)\s+{NUM}\b")
 _LEAD = re.compile(
     rf"(?:\b(?P<pre>{NUM}),?\s+)?\b(?P<type>(?i:{LEAD_TYPES_STRONG}|{LEAD_TYPES_NEED_NUMBER}))(?:\s+|(?<=\.))"
-    rf"(?:(?:{PARTICLE}\s+|d['’]|{WORD}\s+)){{0,6}}{WORD}(?:,?\s+(?P<post>{NUM})\b)?(?:,?\s+{UNIT}\b)*")
+    rf"(?:(?:{PARTICLE}\s+|d['’]|{_NOT_UNIT}{WORD}\s+)){{0,6}}{_NOT_UNIT}{WORD}(?:,?\s+(?:Nr\.?\s*)?(?P<post>{NUM}\b|S/N))?(?:\s*,?\s+{UNIT}\b)*")
 _POBOX = re.compile(r"\b(?:P\.?\s?O\.?\s?Box|Post Office Box|PO Box|Postfach|Apartado(?: de Correos)?|Caixa Postal|"
                     r"Skrytka pocztowa|Boîte postale|BP|Box)\s*\d[\d ]{0,6}\d\b|\b(?:P\.?\s?O\.?\s?Box|Postfach)\s*\d\b")
+_CUE_WORDS_NUMBER = re.compile(
+    rf"(?i:\b(?:address is|address:|live at|lives at|living at|house|reach|deliver(?:ed)? to|ship(?:ped)? to|send (?:it )?to)\s)"
+    rf"((?:{WORD}\s){{1,3}}{NUM})\b")
+"""After an address cue: street words then the house number, the order of most of Europe ("Vlasákova 11", "U Větrníku 4")."""
 _UNIT_ALONE = re.compile(rf"\b(?:Flat|Apt\.?|Apartment|Unit|Suite|Studio)\s+\d+[A-Za-z]?\b")
 
 _STRONG = re.compile(rf"(?i:{LEAD_TYPES_STRONG})")
@@ -127,6 +133,7 @@ _AFTER_STREET = re.compile(
     rf"(?:,?\s+(?:[A-Z]{{2,3}},?\s+)?(?P<pc2>{PC}))?(?=\s*(?:[,.;!?()\n/-]|$)|\s+[a-z])")
 _TOWN_PREFIX = frozenset("north south east west new lake port mount fort saint st san santa sainte bad upper lower "
                          "great little high old".split())
+_PC_AFTER_STREET = re.compile(rf",\s*({PC})(?=\s*(?:[.,;!?\n]|$))")
 _NOT_TOWN_START = frozenset("thanks thank please regards cheers call and the but sent best many kind i we my our you "
                             "your it this that so ok okay hi hello dear".split())
 _NOT_ZIP_BEFORE = ("order", "invoice", "account", "ticket", "case", "ref", "number", "no", "code", "pin", "id",
@@ -166,12 +173,19 @@ def find(text: str) -> list[tuple[int, int, str]]:
         streets.append(m.span())
     for m in _UNIT_ALONE.finditer(text):
         streets.append(m.span())
+    for m in _CUE_WORDS_NUMBER.finditer(text):
+        words = m.group(1).split()[:-1]
+        if not any(lexicon.common_word(w.lower()) for w in words):
+            streets.append(m.span(1))
     streets = _merge(streets)
     out += [(s, e, "STREET_ADDRESS") for s, e in streets]
     # after a street: [postcode] town [state] [postcode] (", 06812 Coburg", ", Lake Jerry, QLD, 2904")
     for _, e in streets:
         m = _AFTER_STREET.match(text, e)
         if not m:
+            pc = _PC_AFTER_STREET.match(text, e)  # ", 3591." a postcode with no town after it
+            if pc:
+                out.append((pc.start(1), pc.end(1), "POSTCODE"))
             continue
         for g in ("pc1", "pc2"):
             if m.group(g):

@@ -150,7 +150,9 @@ def city_recognizer():
     """Capitalised (or lowercase after a place word) city names from the gazetteer, next to a place cue."""
     from presidio_analyzer import EntityRecognizer, RecognizerResult
 
-    cand = re.compile(rf"\b[{UP}][{UP}{LO}'’.]+(?:(?:[ -]|-[{LO}]+-)[{UP}][{UP}{LO}'’]+){{0,3}}")
+    cand = re.compile(rf"\b[{UP}][{UP}{LO}'’.]+(?:(?:[ -]|-[{LO}]+-|\s{_TOWN_PARTICLE}\s)[{UP}][{UP}{LO}'’]+){{0,3}}")
+    strong_before = re.compile(STRONG_PLACE_BEFORE + "(" + cand.pattern + ")")
+    strong_after = re.compile("(" + cand.pattern + ")" + STRONG_PLACE_AFTER)
     before_rx = re.compile(PLACE_BEFORE + "(" + cand.pattern + ")")
     after_rx = re.compile("(" + cand.pattern + ")" + PLACE_AFTER)
 
@@ -180,6 +182,13 @@ def city_recognizer():
                     if _city_like(name, cities):
                         add(m.start(1), m.start(1) + len(name))
                         break
+            # a place's slot ("our X depot", "moved to X"): capitalised words that are no everyday word and
+            # no first name are a place even when no gazetteer lists them (a village, a new town)
+            for rx in (strong_before, strong_after):
+                for m in rx.finditer(text):
+                    name = m.group(1).rstrip(".")
+                    if _unlisted_place(name):
+                        add(m.start(1), m.start(1) + len(name))
             for m in after_rx.finditer(text):
                 parts = re.split(r"(?<=[a-zA-Z'’])(?= )", m.group(1))
                 for n in range(len(parts)):  # longest suffix that is a city
@@ -197,6 +206,24 @@ _TOWN_PREFIX = re.compile(r"(?:North|South|East|West|New|Lake|Port|Mount|Fort|Sa
 _TOWN_END = re.compile(r"(?:ville|ton|town|burg|burgh|borough|bury|mouth|port|ford|chester|caster|ham|furt|berg|"
                        r"heim|stad|haven|field|dorf|hausen|bach|wick|stead|worth|thorpe|sund|holm|pur|abad|grad|"
                        r"side|view|land|shire)$")
+
+
+_TOWN_PARTICLE = r"(?:an der|am|an|bei|im|de la|de los|de las|de|del|da|do|dos|das|di|della|la|le|les|sur|sous|upon)"
+STRONG_PLACE_BEFORE = (r"(?i:\b(?:near|moved to|relocated to|moving to|move to|live in|living in|lives in|based in|"
+                       r"located in|one in|left|leaving|visiting|arrived in|out of|born in|grew up in)\s+)")
+STRONG_PLACE_AFTER = (r"(?=\s+(?i:depot|warehouse|branch|office|hub|pick-?up point|collection point|sorting centre|"
+                      r"distribution centre|distribution center)\b)")
+
+
+def _unlisted_place(name: str) -> bool:
+    """Capitalised words in a place's slot that can be a place nobody listed: not all capitals, no
+    everyday English word among them (particles aside), not one first name alone."""
+    words = [w for w in re.split(r"[\s-]+", name) if w and not re.fullmatch(_TOWN_PARTICLE, w)]
+    if not words or name.isupper() or len(name) < 3:
+        return False
+    if any(common_word(w.lower()) and w.lower() not in big_places() for w in words):
+        return False
+    return not (len(words) == 1 and words[0].lower() in first_names()) or name.lower() in places()
 
 
 def _city_like(name: str, cities: frozenset[str]) -> bool:
@@ -373,7 +400,7 @@ def tuneline_recognizers(id_patterns: Mapping[str, str] | None = None, ner: bool
     return recs
 
 
-_PHONE = re.compile(r"(?<![\w+.,/-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,8}(?:[ .-]\(?\d{1,8}\)?){0,5}(?![\w-]|[.,]\d)")
+_PHONE = re.compile(r"(?<![\w+.,/-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,12}(?:[ .-](?:\(\d{1,8}\)|\d{1,8})){0,5}(?![\w-]|[.,]\d)")
 _PHONE_CUE = re.compile(r"(?i:\b(?:call|phone|tel|telephone|mobile|mob|cell|cellphone|reach|ring|text|txt|sms|whatsapp|"
                         r"number|no|fax|contact|dial)\b\.?:?)")
 
