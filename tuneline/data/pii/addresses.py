@@ -24,8 +24,9 @@ import re
 
 from tuneline.data.pii import lexicon
 
-UP = "A-Z\u00C0-\u00D6\u00D8-\u00DE\u0100-\u017F"
-LO = "a-z\u00DF-\u00F6\u00F8-\u00FF\u0100-\u017F"
+UP = "A-Z\u00C0-\u00D6\u00D8-\u00DE\u0100-\u024F"
+LO = "a-z\u00DF-\u00F6\u00F8-\u00FF\u0100-\u024F"
+"""Latin letters incl. accents (Latin-1, Extended-A and -B: "Ł", "ș", "ț"); the Extended ranges mix cases."""
 WORD = rf"[{UP}][{LO}'’]*[{UP}]?[{LO}'’]+(?:-[{UP}][{LO}'’]*[{UP}]?[{LO}'’]+)*"
 """A capitalised word, accents and hyphenated parts included ("Königs", "Agnes-Wesack")."""
 PARTICLE = (r"(?:de|del|de la|de los|di|da|do|dos|das|du|des|le|la|las|los|van|von|der|den|ter|y|e|d['’]|an der|an|am|"

@@ -10,6 +10,8 @@ name_recognizer() reports PERSON for:
              sign-offs (hi, hey, yo, dear, thanks, thx, cheers, regards), self-introductions (i'm, its,
              this is, my name is), relations (my husband, sister, neighbour), and slots (ask for, tell,
              called, cardholder, contact), with a listed surname after it taken too;
+  titles     "Ms Niță", "Herr Müller", "Dr. van Dijk" (the name after the title);
+  possessive "Sent from Pooja's phone";
   self       a message or sentence that starts with a name and "here"/"again" ("Sarah here, ...");
   signatures a line holding only one to three capitalised words that start with a listed first name.
 "Listed" = lexicon.first_names()/surnames() (names-dataset's top names of 105 countries, plus the
@@ -26,7 +28,7 @@ from tuneline.data.pii.addresses import EN_TYPES, LO, UP
 
 NW = rf"(?:Mc|Mac|O['’]|D['’])?[{UP}][{LO}'’]+(?:-[{UP}][{LO}'’]+)?(?![{UP}{LO}])"
 """One capitalised name word."""
-_PARTICLE = r"(?:van der|van den|van|von|de la|de|da|di|del|der|den|la|le|dos|das|du|ter|bin|al|el)"
+_PARTICLE = r"(?:van der|van den|van de|van|von der|von|de la|de los|de|da|di|del|der|den|la|le|dos|das|du|ter|bin|al|el)"
 _SEQ = re.compile(rf"\b{NW}(?:\s+(?:[{UP}]\.(?=\s)|{NW}|{_PARTICLE}\s+{NW}))+")
 _INITIAL = re.compile(rf"\b(?:{NW}\s+)?[{UP}]\.\s?({NW})\b")
 _INVERTED = re.compile(rf"\b([{UP}]{{2,}}(?:[-'’][{UP}]{{2,}})?),\s+({NW})\b")
@@ -42,7 +44,12 @@ _CUE = re.compile(
     rf"(?P<name>[{UP}{LO}][{LO}'’]+(?:-[{UP}][{LO}'’]+)?)(?![{UP}{LO}])(?:\s+(?P<next>{NW}|[{LO}]{{2,}}))?")
 _STRONG_RX = re.compile(rf"(?i:{_STRONG_CUES})")
 _INTRO_LOWER = re.compile(r"(?i:\b(?:i'?m|i am|it'?s|its|this is|my name is|my name's|name's|call me)\s+)"
-                          rf"([{LO}]{{3,}})(?:\s+([{LO}]{{3,}}))?(?=\s*(?:again|here|speaking|from|[,.!?]|$))")
+                          rf"([{LO}]{{3,}}(?:-[{LO}]{{2,}})?)(?:\s+((?:{_PARTICLE}\s+)?[{LO}]{{3,}}(?:-[{LO}]{{2,}})?))?"
+                          r"(?=\s*(?:again|here|speaking|from|[,.!?]|$))")
+_POSSESSIVE = re.compile(rf"\b({NW})['’]s\s+(?:phone|account|order|email|e-mail|laptop|card|address|parcel|package|"
+                         r"number|mobile|car|house|flat|tablet|computer|iphone|ipad)\b")
+_TITLE = re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Herr|Frau|Mme|Mlle|Sr|Sra|Srta|Sig|Sig\.ra|Dott|Pan|Pani)\.?\s+"
+                    rf"({NW}(?:\s+(?:{_PARTICLE}\s+)?{NW})?)")
 """A lowercase self-introduction that ends there ("hi im ross, ...", "its diana again"): any listed first name."""
 _SIGNATURE = re.compile(rf"^[ \t]*(?:[-–—~]+\s*)?({NW}(?:\s+(?:[{UP}]\.|{NW})){{0,2}})[ \t]*[.!]?[ \t]*$", re.MULTILINE)
 _SELF = re.compile(rf"(?:^|(?<=[\n.!?]\s)|(?<=[\n]))({NW}(?:\s+{NW})?)(?=,?\s+(?:here|again|speaking)\b)", re.MULTILINE)
@@ -92,7 +99,8 @@ def find(text: str) -> list[tuple[int, int]]:
         while words and (_plain(words[-1][2]) and not _surname(words[-1][2], strict=False)
                          or _STREET_TYPE.fullmatch(words[-1][2]) or words[-1][2].lower() in _NOT_NAMES):
             words.pop()
-        if len(words) < 2 or len(words) > 4 or any(_plain(w) and not _surname(w, strict=False) for _, _, w in words[1:-1]):
+        if len(words) < 2 or len(words) > 5 or any(_plain(w) and not _surname(w, strict=False)
+                                                   and not re.fullmatch(_PARTICLE, w) for _, _, w in words[1:-1]):
             continue
         first, last = words[0][2], words[-1][2]
         if " ".join(w for _, _, w in words).lower() in places or last.lower() in places and not _surname(last):
@@ -127,8 +135,18 @@ def find(text: str) -> list[tuple[int, int]]:
         name, last = m.group(1), m.group(2)
         if name in _NOT_NAMES or not (name in lexicon.census_first_names() or _first(name) and _lower_name(name)):
             continue
-        out.append((m.start(1), m.end(2) if last and _surname(last, strict=False) and last not in _NOT_NAMES
-                    else m.end(1)))
+        last_ok = last and last.split()[-1] not in _NOT_NAMES and not lexicon.common_word(last.split()[-1])
+        out.append((m.start(1), m.end(2) if last_ok else m.end(1)))
+    for m in _POSSESSIVE.finditer(text):
+        if not _plain(m.group(1)) or _first(m.group(1)):
+            out.append(m.span(1))
+    for m in _TITLE.finditer(text):
+        words = m.group(1).split()
+        while len(words) > 1 and _plain(words[-1]) and not _surname(words[-1], strict=False):
+            words.pop()
+        if not _plain(words[0]) or _surname(words[0], strict=False):
+            out.append((m.start(1), m.start(1) + len(" ".join(words)) if len(words) == len(m.group(1).split())
+                        else m.start(1) + m.group(1).index(words[-1]) + len(words[-1])))
     for m in _SELF.finditer(text):
         words = m.group(1).split()
         if not any(_plain(w) and not _first(w) for w in words) and m.group(1).lower() not in places:
