@@ -290,6 +290,9 @@ def test_addresses_of_several_countries_leave_nothing(analyzer_14, text, values)
     ("Saoirse here, the van never came", ["Saoirse"]),
     ("J. Smith and Andrea V. Roberts signed", ["Smith", "Andrea", "Roberts"]),
     ("José da Silva called twice", ["José", "Silva"]),
+    ("Ms Niță from Buzau wants a refund", ["Niță"]),
+    ("Sent from Pooja's phone.", ["Pooja"]),
+    ("Ship to: Esila van de Noordmark, Victoriasteeg 604", ["Esila", "Noordmark", "Victoriasteeg"]),
 ])
 def test_names_in_context_are_replaced(analyzer_14, text, values):
     [res] = fast.anonymize_batch([text], analyzer_14, entities=ISSUE14_ENTITIES, n_process=1)
