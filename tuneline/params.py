@@ -186,7 +186,7 @@ class CleanParams(Section):
     pii_entities: list[str] = [
         "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE",
         "IP_ADDRESS", "US_SSN", "LOCATION", "URL", "STREET_ADDRESS", "POSTCODE", "ORDER_ID", "INVOICE_ID",
-        "ACCOUNT_ID",
+        "ACCOUNT_ID", "REFERENCE_ID",
     ]
     """presidio entity types to anonymize (presidio's, plus tuneline's STREET_ADDRESS, POSTCODE and
     the id_patterns keys); empty disables anonymization."""

@@ -2,8 +2,9 @@
 
 The full measurement is bench/pii_eval.py (docs/benchmarks.md); this is its fast version: 200
 held-out texts and 200 texts of the independent generator (tuneline.data.pii.independent), the
-clean stage's default settings, floors just below what they measure now (score: 0.987 overall,
-ORDER_ID 0.932 the lowest type; independent: 0.919 overall), so a regression in any recognizer fails here.
+clean stage's settings from params.yaml. The held-out floors are the issue's targets (measured here:
+0.989 overall, ORDER_ID 0.955 the lowest type); the independent ones sit just below what they measure
+(0.919 overall), so a regression in any recognizer fails here.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import pytest
 
 from tuneline.data.pii import engine, fast, independent, scoring, synthetic
-from tuneline.params import CleanParams
+from tuneline.params import CleanParams, load_params
 
-RECALL_ALL = 0.975
-RECALL_EACH = 0.92
+RECALL_ALL = 0.98   # issue 14 targets on held-out templates: >= 0.98 overall, >= 0.95 per type
+RECALL_EACH = 0.95
 PRECISION_ALL = 0.98
 INDEPENDENT_ALL = 0.90
 INDEPENDENT_EACH = {"PERSON": 0.89, "LOCATION": 0.80, "STREET_ADDRESS": 0.96, "POSTCODE": 0.94, "PHONE_NUMBER": 0.93,
@@ -44,8 +45,10 @@ def test_halves_share_no_template_and_no_value():
 
 
 @pytest.fixture(scope="module")
-def clean_defaults():
-    p = CleanParams()
+def clean_defaults(repo_root):
+    """The clean stage as the default pipeline runs it: params.yaml's clean section (params.py's defaults agree)."""
+    p = load_params(repo_root / "params.yaml").clean
+    assert p.pii_entities == CleanParams().pii_entities
     return p, engine.build_analyzer(p.spacy_model, id_patterns=p.id_patterns)
 
 
