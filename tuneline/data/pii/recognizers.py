@@ -359,6 +359,11 @@ class _Surnames:
         return cls._names
 
 
+FALLBACK_ID = "REFERENCE_ID"
+FALLBACK_ID_SCORE = 0.5
+"""Score of the cue-less reference pattern: above clean.pii_score_threshold, below every specific type."""
+
+
 def tuneline_recognizers(id_patterns: Mapping[str, str] | None = None, ner: bool = True) -> list:
     """The recognizers build_analyzer adds: addresses, postcodes, glued phones, names in context,
     cities with context, and one recognizer per ID entity (DEFAULT_ID_PATTERNS or `id_patterns`)."""
@@ -395,8 +400,9 @@ def tuneline_recognizers(id_patterns: Mapping[str, str] | None = None, ner: bool
     ]
     if not ner:  # pattern-only mode keeps its contract: no PERSON, no LOCATION
         recs = [r for r in recs if not set(r.supported_entities) & {"PERSON", "LOCATION"}]
-    for entity, rx in ids.items():
-        recs.append(_group_pattern_recognizer(entity, [rx], 0.6, f"Tuneline{entity.title().replace('_', '')}Recognizer"))
+    for entity, rx in ids.items():  # REFERENCE_ID (a number without a cue word) is the fallback: it loses a tie
+        score = FALLBACK_ID_SCORE if entity == FALLBACK_ID else 0.6  # to the phone, order or account id on the span
+        recs.append(_group_pattern_recognizer(entity, [rx], score, f"Tuneline{entity.title().replace('_', '')}Recognizer"))
     return recs
 
 
