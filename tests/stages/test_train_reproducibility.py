@@ -24,8 +24,9 @@ from tests.stages.test_train import make_project, project_paths
 from tuneline.train.reproducibility import STRICT_ENV, weights_sha256
 
 METRIC_DECIMALS = 5
-"""Decimals the val metrics agree to across processors in default mode (docs/benchmarks.md: MiniLM on
-SMS agreed to 6-7 decimals in NLL and exactly in accuracy/F1; the stage rounds metrics to 6)."""
+"""Decimals the val metrics agree to across processors in default mode: |delta| < 1e-5 (docs/benchmarks.md:
+MiniLM on SMS, 32 steps, agreed to 6 decimals in NLL and exactly in accuracy and macro F1; the stage
+rounds its metrics to 6 decimals, so 5 is the tightest claim a rounding boundary cannot break)."""
 
 SETTINGS = {"method": "full", "epochs": 2, "eval_every": 0, "checkpoint_every": 0,
             "early_stopping": {"metric": "macro_f1", "patience": 0}}

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 STRICT_ENV: dict[str, str] = {
     "ATEN_CPU_CAPABILITY": "avx2",   # PyTorch's vectorized kernels (softmax, GELU, LayerNorm, reductions, AdamW)
-    "ONEDNN_MAX_CPU_ISA": "AVX2",    # oneDNN (unused by fp32 BERT training today; capped so it cannot start to matter)
+    "ONEDNN_MAX_CPU_ISA": "AVX2",    # oneDNN: computes BERT's GELU forward and backward (ONEDNN_VERBOSE=1 shows it)
     "MKL_CBWR": "COMPATIBLE",        # MKL's GEMM on one code branch, the only fixed one MKL honours on Intel and AMD alike
     "OMP_NUM_THREADS": "1",          # one thread: reductions always split the same way
     "MKL_NUM_THREADS": "1",
