@@ -9,13 +9,19 @@ Endpoints
                    limits: 1..serve.max_batch texts, each 1..serve.max_chars characters (else 413/422)
   POST /feedback   bearer token required (env var named by serve.token_env). Either a correction
                    {"text": ..., "label": ...} or a rating {"text": ..., "predicted": ..., "rating": "good"|"bad"};
-                   optional "key" (idempotency: a retried post is stored once) and "model_version".
+                   optional "key" (idempotency: a retried post is stored once) and "model_version", both
+                   identifiers that cannot carry personal data (tuneline.deploy.feedback.check_identifier).
                    The text is anonymized (presidio, the clean stage's settings) before it is stored.
   POST /reload     bearer token required: load the current production model without a restart
+  /docs, /redoc, /openapi.json   only with serve.docs: true
 
-Errors are JSON `{"detail": ...}` with a clear status: 400 body is not JSON, 401 missing or wrong
-token, 413 too many or too long texts (or a body over the size limit), 422 a field is missing or
-has the wrong type, 503 feedback is switched off (no token configured).
+Write endpoints check the token before the body is read (apps.guards.token_first_route): an
+unauthenticated caller gets 401 whatever body it sends (only a Content-Length over the size limit,
+refused before anything, is a 413 first). Errors are JSON `{"detail": ...}` with a clear
+status: 400 body is not JSON, 401 missing or wrong token, 413 too many or too long texts (or a body
+over the size limit, chunked or not), 422 a field is missing, has the wrong type, is not Unicode
+text (a lone surrogate) or is not a safe identifier, 503 feedback is switched off (no token).
+No request gets a 5xx: tests/apps/test_serve_fuzz.py fuzzes the OpenAPI schema to check it.
 """
 
 from __future__ import annotations
@@ -26,14 +32,17 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tuneline.deploy.feedback import FeedbackStore, default_url
+from apps.guards import BodyLimit, SafeJSONResponse, Text, token_first_route
+from tuneline.deploy.feedback import (ID_SCHEMA_PATTERN, IDENTIFIER_RULE, MAX_ID_LENGTH, FeedbackStore,
+                                      check_identifier, default_url)
 from tuneline.deploy.predictor import Predictor
 from tuneline.deploy.serving import Anonymizer, build_anonymizer, load_model, production_loader
 from tuneline.errors import run_main
@@ -44,69 +53,29 @@ log = logging.getLogger("apps.serve")
 
 
 # --------------------------------------------------------------------------- request bodies
+def _identifier(what: str) -> tuple:
+    def check(value: str) -> str:
+        return check_identifier(value, what)  # FeedbackError is a ValueError: pydantic makes it a 422
+    # the schema shows the characters and the length; check_identifier also counts the digits
+    return AfterValidator(check), WithJsonSchema({"type": "string", "maxLength": MAX_ID_LENGTH,
+                                                  "pattern": ID_SCHEMA_PATTERN})
+
+
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    texts: list[str] = Field(min_length=1, description="texts to classify, in order")
+    texts: list[Text] = Field(min_length=1, description="texts to classify, in order")
 
 
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1)
-    label: str | None = Field(None, description="the correct label (a correction)")
-    predicted: str | None = Field(None, description="the label the model predicted (with rating)")
+    text: Text = Field(min_length=1)
+    label: Text | None = Field(None, max_length=200, description="the correct label (a correction)")
+    predicted: Text | None = Field(None, max_length=200, description="the label the model predicted (with rating)")
     rating: Literal["good", "bad"] | None = Field(None, description="was the prediction right?")
-    model_version: str | None = Field(None, max_length=64)
-    key: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
-                            description="idempotency key: posting the same key again stores nothing new")
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes is a 413 before it is parsed
-    (Content-Length checked up front; chunked bodies counted as they arrive)."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return await self._reject(send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge()
-            return message
-
-        started = False
-
-        async def tracked_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counted, tracked_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._reject(send)
-
-    async def _reject(self, send):
-        body = f'{{"detail":"request body over {self.limit} bytes"}}'.encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+    model_version: Annotated[str, *_identifier("model_version")] | None = Field(
+        None, description=f"the version that made the prediction: {IDENTIFIER_RULE}")
+    key: Annotated[str, *_identifier("key")] | None = Field(
+        None, description=f"idempotency key (posting the same key again stores nothing new): {IDENTIFIER_RULE}")
 
 
 # --------------------------------------------------------------------------- the app
@@ -115,22 +84,30 @@ def create_app(*, predictor: Predictor, store: FeedbackStore, anonymize: Anonymi
                production_version: Callable[[], str | None] = lambda: None) -> FastAPI:
     """The API around a loaded predictor. Nothing here reads params.yaml or the environment:
     `main()` does, and tests pass tiny real components."""
-    app = FastAPI(title="tuneline", version="1", docs_url="/docs", redoc_url=None)
+    docs = p.docs
+    app = FastAPI(title="tuneline", version="1", docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
     state = {"predictor": predictor}
     pii_lock = threading.Lock()
     app.add_middleware(BodyLimit, limit=p.max_batch * (p.max_chars * 12 + 16) + 4096)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return SafeJSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             msg = next(e for e in errors if e.get("type") == "json_invalid")
-            return JSONResponse(status_code=400, content={"detail": f"request body is not valid JSON: "
-                                                                    f"{msg.get('ctx', {}).get('error', msg['msg'])}"})
-        detail = [{"field": ".".join(str(x) for x in e["loc"] if x != "body"), "error": e["msg"]} for e in errors]
-        return JSONResponse(status_code=422, content={"detail": detail})
+            why = msg.get("ctx", {}).get("error", msg["msg"])
+            return SafeJSONResponse(status_code=400, content={"detail": f"request body is not valid JSON: {why}"})
+        detail = [{"field": ".".join(str(x) for x in e["loc"] if x != "body")[:100] or "body", "error": e["msg"]}
+                  for e in errors]
+        return SafeJSONResponse(status_code=422, content={"detail": detail})
 
     def check_token(request: Request) -> None:
+        """Headers only: runs before the body of a write endpoint is read (token_first_route)."""
         if not token:
             raise HTTPException(503, f"this endpoint is off: set the environment variable {p.token_env} "
                                      "to a secret token and restart the server")
@@ -141,6 +118,8 @@ def create_app(*, predictor: Predictor, store: FeedbackStore, anonymize: Anonymi
                                 headers={"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise HTTPException(401, "wrong bearer token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    writes = APIRouter(route_class=token_first_route(check_token))  # every write endpoint: the token first
 
     def check_text(text: str, where: str) -> None:
         if not text.strip():
@@ -174,9 +153,8 @@ def create_app(*, predictor: Predictor, store: FeedbackStore, anonymize: Anonymi
                         "probs": {lab: float(v) for lab, v in zip(pred.labels, row)}})
         return {"model_version": pred.version, "calibrated": pred.calibrated, "predictions": out}
 
-    @app.post("/feedback", status_code=201)
-    def feedback(body: FeedbackRequest, request: Request) -> JSONResponse:
-        check_token(request)
+    @writes.post("/feedback", status_code=201)
+    def feedback(body: FeedbackRequest) -> JSONResponse:
         check_text(body.text, "text")
         labels = state["predictor"].labels
         if body.label is not None and (body.rating is not None or body.predicted is not None):
@@ -201,9 +179,8 @@ def create_app(*, predictor: Predictor, store: FeedbackStore, anonymize: Anonymi
                             content={"id": stored.id, "duplicate": stored.duplicate, "kind": kind,
                                      "pii_replaced": n_pii})
 
-    @app.post("/reload")
-    def reload(request: Request) -> dict:
-        check_token(request)
+    @writes.post("/reload")
+    def reload() -> dict:
         if load_production is None:
             raise HTTPException(409, "this server was started on a fixed model folder (--model); restart it instead")
         before = state["predictor"].version
@@ -211,6 +188,7 @@ def create_app(*, predictor: Predictor, store: FeedbackStore, anonymize: Anonymi
         log.info("reloaded: %s -> %s", before, state["predictor"].version)
         return {"model_version": state["predictor"].version, "previous": before}
 
+    app.include_router(writes)
     return app
 
 

@@ -11,6 +11,8 @@ Engines, both with the clean settings of params.yaml (threshold, spaCy model, op
 Corpora (tuneline.data.pii.synthetic, tuneline.data.pii.scoring):
   tune    synthetic texts from the TUNE templates and values (used while developing)
   score   synthetic texts from the held-out SCORE templates and values (the reported number)
+  indep   tuneline.data.pii.independent: a second generator (composed chat/ticket/e-mail messages,
+          faker values of 14 locales in their own formats), never used to tune: a generality check
   bitext  `instruction` of ../shared/data/bitext/customer_support_sample.csv with its
           annotations (person_name, order_id, invoice_id, delivery_city); other rows count for precision
   sms     a seeded sample of the SMS Spam Collection: every replaced span is listed in the JSON
@@ -36,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tuneline.data import assets  # noqa: E402
-from tuneline.data.pii import engine, fast, scoring, synthetic  # noqa: E402
+from tuneline.data.pii import engine, fast, independent, scoring, synthetic  # noqa: E402
 from tuneline.params import load_params  # noqa: E402
 from tuneline.data.text import clean_text  # noqa: E402
 
@@ -91,7 +93,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000, help="synthetic texts per half")
     ap.add_argument("--sms", type=int, default=300, help="SMS texts sampled for the precision check (0 = skip)")
     ap.add_argument("--engine", choices=["both", "before", "after"], default="both")
-    ap.add_argument("--corpora", default="tune,score,bitext", help="comma-separated: tune, score, bitext")
+    ap.add_argument("--corpora", default="tune,score,indep,bitext",
+                    help="comma-separated: tune, score, indep, bitext")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     params = load_params(ROOT / "params.yaml")
@@ -107,6 +110,9 @@ def main() -> None:
     for half in [h for h in synthetic.HALVES if h in wanted]:
         docs = synthetic.corpus(half, n=args.n)
         corpora[half] = ([d.text for d in docs], [list(d.spans) for d in docs])
+    if "indep" in wanted:
+        docs = independent.corpus(n=args.n)
+        corpora["indep"] = ([d.text for d in docs], [list(d.spans) for d in docs])
     if "bitext" not in wanted:
         pass
     elif BITEXT.exists():

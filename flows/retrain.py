@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
+import subprocess  # nosec B404 # fixed argument lists, never a shell (each call below)
 import sys
 import time
 from pathlib import Path
@@ -62,7 +62,7 @@ def _env() -> dict:
 
 def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=_env(), text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # nosec B603 # this python's dvc
 
 
 def stage_order(repo: Path) -> list[str]:
@@ -95,7 +95,8 @@ def topological(names: list[str], edges: list[tuple[str, str]]) -> list[str]:
 
 def git_state(repo: Path) -> dict:
     def git(*args: str) -> str | None:
-        r = subprocess.run(["git", *args], cwd=repo, text=True, capture_output=True)
+        r = subprocess.run(["git", *args], cwd=repo, text=True,
+                           capture_output=True)  # nosec B603 B607 # the user's git from PATH, read-only args
         return r.stdout.strip() if r.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
@@ -139,9 +140,10 @@ def repro_stage(repo: str, stage: str) -> dict:
     start = time.monotonic()
     cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage] + (["--force"] if stage == "snapshot" else [])
     proc = subprocess.Popen(cmd, cwd=repo, env=_env(),
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            bufsize=1)  # nosec B603 # this python's dvc; `stage` is a dvc.yaml stage name
     lines = []
-    assert proc.stdout is not None
+    assert proc.stdout is not None  # nosec B101 # type narrowing only: stdout=PIPE above
     for line in proc.stdout:
         line = line.rstrip()
         if line:
@@ -312,8 +314,10 @@ LOCAL_SERVER = "http://127.0.0.1:4200/api"
 def _healthy(api_url: str) -> bool:
     import urllib.request
 
+    if not api_url.startswith(("http://", "https://")):  # PREFECT_API_URL: no file:// or custom schemes
+        return False
     try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:  # nosec B310 # http(s) only, checked above
             return r.status == 200
     except OSError:
         return False
@@ -340,7 +344,7 @@ def serve_schedule(repo: str, p: RetrainParams) -> None:
               "for the schedule; stop both with Ctrl-C", flush=True)
         env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start",
-                                   "--host", "127.0.0.1", "--port", "4200"], env=env)
+                                   "--host", "127.0.0.1", "--port", "4200"], env=env)  # nosec B603 # venv's prefect
         deadline = time.monotonic() + 180
         while not _healthy(LOCAL_SERVER):
             if server.poll() is not None or time.monotonic() > deadline:

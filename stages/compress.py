@@ -141,7 +141,8 @@ def _run(p: CompressParams, cal: CalibrateParams, base: BaseParams, label_set: L
                 model, details = build_pruned(v, teacher, enc["train"], y["train"], t_train, base.seed)
                 fp32[v.name], source = model, "teacher"
             else:
-                assert isinstance(v, QuantizeVariant)
+                if not isinstance(v, QuantizeVariant):
+                    raise CompressError(f"compress.variants[{v.name}]: unknown kind {type(v).__name__}")
                 if v.source not in fp32:
                     raise CompressError(f"compress.variants[{v.name}]: source {v.source!r} was not built")
                 src = fp32[v.source]

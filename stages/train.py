@@ -17,6 +17,11 @@ Checkpoints sit outside the DVC outputs and are keyed by a fingerprint of the tr
 the seed and labels, the split files and the base model's files: a run killed at any point
 (even by SIGKILL) resumes from its last checkpoint when rerun with the same inputs, and ends
 with the same weights as an uninterrupted run (CPU, same seed); other inputs start over.
+A killed run's checkpoint never outlives the next run: a run with other inputs deletes it at its
+start, a resumed run after its success. The run deletes models/finetuned first (as DVC does
+before a run), and dvc.yaml marks it `persist` so DVC never restores this stage from its
+run-cache: after a kill the next `dvc repro` always runs train, whatever its inputs.
+Disk use (this run's checkpoint, stale ones removed) is logged and in reports/metrics/train.json.
 """
 
 from __future__ import annotations
@@ -64,6 +69,20 @@ def fingerprint(p: TrainParams, base: BaseParams, task: ClassificationParams, fi
     return h.hexdigest()
 
 
+def _mb(path: Path) -> float:
+    return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1) if path.exists() else 0.0
+
+
+def remove_checkpoints(root: Path, keep: Path | None = None) -> float:
+    """Delete every train-* checkpoint folder under `root` but `keep`; the MB freed."""
+    freed = 0.0
+    for stale in sorted(root.glob("train-*")):
+        if stale != keep:
+            freed += _mb(stale)
+            shutil.rmtree(stale, ignore_errors=True)
+    return round(freed, 1)
+
+
 def _frame(df: pd.DataFrame, labels: LabelSet, where: Path) -> tuple[list[str], np.ndarray]:
     y = labels.ids(df["label"].tolist(), where)
     if df.empty:
@@ -106,10 +125,12 @@ def run(p: TrainParams, base: BaseParams, task: ClassificationParams, paths: Pat
     if p.reproducibility == "strict":
         p = _strict(p)
     seed_everything(base.seed)
+    # A killed run must not leave the previous model looking current (DVC keeps it: persist).
+    shutil.rmtree(Path(paths.models) / "finetuned", ignore_errors=True)
     files = [Path(paths.splits) / "train.parquet", Path(paths.splits) / "val.parquet"]
     init, train_rows, continual = _continual(p, base, paths, read_parquet(files[0]))
     if continual is not None and continual["new_rows"] == 0:
-        return keep_production(init, paths, continual)
+        return keep_production(init, paths, continual, remove_checkpoints(Path(paths.checkpoints)))
     labels = LabelSet.of(task)
     train_texts, train_y = _frame(train_rows, labels, files[0])
     val_texts, val_y = _frame(read_parquet(files[1]), labels, files[1])
@@ -125,6 +146,9 @@ def run(p: TrainParams, base: BaseParams, task: ClassificationParams, paths: Pat
     trainable, total = count_parameters(model)
     fp = fingerprint(p, base, task, files, base_dir)
     ckpt_dir = Path(paths.checkpoints) / f"train-{fp[:16]}"
+    stale_mb = remove_checkpoints(Path(paths.checkpoints), keep=ckpt_dir)  # other inputs: never resumed
+    if stale_mb:
+        log.info("train: removed %.1f MB of checkpoints written for other params or data", stale_mb)
 
     result = fit(model, tokenizer, train_texts, train_y, val_texts, val_y, labels.list, p, seed=base.seed,
                  checkpoint_dir=ckpt_dir, fingerprint=fp)
@@ -154,20 +178,21 @@ def run(p: TrainParams, base: BaseParams, task: ClassificationParams, paths: Pat
         "peak_memory_mb": result.peak_memory_mb, "resumed_from_step": result.resumed_from,
         "train_rows": len(train_texts), "val_rows": len(val_texts), "max_length": p.max_length,
         "continual": continual,
+        # disk: one checkpoint (about twice that while the next one is written), removed below
+        "checkpoint_mb": _mb(ckpt_dir), "stale_checkpoints_removed_mb": stale_mb,
     }
     write_json(metrics, Path(paths.metrics) / "train.json")
-    for stale in Path(paths.checkpoints).glob("train-*"):  # this run's, and leftovers of runs with other inputs
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_checkpoints(Path(paths.checkpoints))  # this run's: the model is saved
     log.info("train: %s on %s, %d/%d params trainable (%.2f%%), %d steps in %.0f s (%.0f samples/s%s), "
-             "best val %s at step %d, %s", p.method, result.device, trainable, total, metrics["trainable_pct"],
-             result.steps, result.train_seconds, result.samples_per_s,
+             "best val %s at step %d, %s; checkpoints %.1f MB, removed", p.method, result.device, trainable, total,
+             metrics["trainable_pct"], result.steps, result.train_seconds, result.samples_per_s,
              f", resumed at step {result.resumed_from}" if result.resumed_from else "",
              json.dumps({k: v for k, v in result.best.items() if k != "f1"}), result.best_step,
-             "stopped early" if result.stopped_early else f"{result.epochs_run} epochs")
+             "stopped early" if result.stopped_early else f"{result.epochs_run} epochs", metrics["checkpoint_mb"])
     return metrics
 
 
-def keep_production(init, paths: Paths, continual: dict) -> dict:
+def keep_production(init, paths: Paths, continual: dict, stale_mb: float) -> dict:
     """No training row is new to the production model: the candidate is production itself, copied
     byte for byte with its training record (the gate then rejects it as unchanged)."""
     out = Path(paths.models) / "finetuned"
@@ -178,7 +203,8 @@ def keep_production(init, paths: Paths, continual: dict) -> dict:
     tmp.rename(out)
     lineage = init.model_dir.parent / "lineage"  # its train.json and curves, saved at promotion
     metrics = read_json(lineage / "train.json") if (lineage / "train.json").exists() else {}
-    metrics = {**metrics, "steps": 0, "continual": {**continual, "kept_production": True}}
+    metrics = {**metrics, "steps": 0, "continual": {**continual, "kept_production": True},
+               "checkpoint_mb": 0.0, "stale_checkpoints_removed_mb": stale_mb}
     write_json(metrics, Path(paths.metrics) / "train.json")
     for name in ("train_steps.tsv", "train_val.tsv"):
         src = lineage / name

@@ -104,7 +104,8 @@ class Paths(Section):
     splits: str = "data/splits"
     models: str = "models"
     checkpoints: str = "models/checkpoints"
-    """Resumable training checkpoints; not a DVC output, so they survive a killed `dvc repro`."""
+    """Resumable training checkpoints; not a DVC output, so they survive a killed `dvc repro`. The next
+    train run resumes from one with its own inputs and deletes the others (stages/train.py)."""
     metrics: str = "reports/metrics"
     plots: str = "reports/plots"
     reports: str = "reports"
@@ -185,7 +186,7 @@ class CleanParams(Section):
     pii_entities: list[str] = [
         "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE",
         "IP_ADDRESS", "US_SSN", "LOCATION", "URL", "STREET_ADDRESS", "POSTCODE", "ORDER_ID", "INVOICE_ID",
-        "ACCOUNT_ID",
+        "ACCOUNT_ID", "REFERENCE_ID",
     ]
     """presidio entity types to anonymize (presidio's, plus tuneline's STREET_ADDRESS, POSTCODE and
     the id_patterns keys); empty disables anonymization."""
@@ -471,6 +472,9 @@ class ServeParams(Section):
     threads: int = Field(1, ge=0)
     """torch CPU threads of the API process; 0 keeps torch's default (one per core). One forward pass
     runs at a time, and on a busy machine a single thread avoids stalls waking idle worker threads."""
+    docs: bool = False
+    """Serve /docs, /redoc and /openapi.json. Off by default: they publish every field and limit of
+    the API to anyone who can reach it; turn on for development or behind your own auth."""
 
 
 # The section is named after its stage; it shadows pydantic's deprecated BaseModel.validate().

@@ -250,3 +250,159 @@ def test_a_compressed_variant_loads_for_serving(tmp_path, tiny_model_dir):
     assert pred.calibrated and pred.labels == LABELS and probs.shape == (2, 2)
     assert np.allclose(probs.sum(axis=1), 1)
     assert load_model(tmp_path / "m", "v1").calibrated  # a plain model folder still loads
+
+
+# --------------------------------------------------------------------------- hardening (issue 20)
+def _raw(url: str, path: str, body: dict, headers: dict | None = None) -> httpx.Response:
+    """POST `body` as JSON with \\uXXXX escapes, as any client may send it: a lone surrogate
+    ("\\ud800") goes over the wire as the 6 ASCII characters `\\ud800` (httpx's json= cannot encode it)."""
+    return httpx.post(url + path, content=json.dumps(body).encode(), timeout=30,
+                      headers={"content-type": "application/json", **(headers or {})})
+
+
+def test_odd_unicode_is_a_clear_4xx_or_an_answer_never_a_5xx(api):
+    url = api["url"]
+    r = _raw(url, "/predict", {"texts": ["ok", "abc\ud800"]})
+    assert r.status_code == 422, r.text
+    [err] = r.json()["detail"]
+    assert err["field"] == "texts.1" and "lone surrogate U+D800 at character 3" in err["error"]
+    odd = ["e\u0301\u0301\u0301" * 20,  # stacked combining marks
+           "\u202eevil\u202c \u2066isolate\u2069",  # bidi overrides and isolates
+           "nul\x00byte \x01\x7f",  # NUL and other control characters
+           "\u200b\u200d\ufeff",  # only zero-width characters and a BOM (not whitespace to str.strip)
+           "\U0001f600\U0001f1ec\U0001f1e7 " + "w" * 150,  # astral characters and a very long word
+           "\ud83d\ude00 a surrogate pair is one character"]  # the pair decodes to U+1F600
+    r = _raw(url, "/predict", {"texts": odd})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"]) == len(odd)
+    for body, field in [({"text": "\udfff", "label": "ham"}, "text"),
+                        ({"text": "hi", "label": "h\ud800m"}, "label"),
+                        ({"text": "hi", "predicted": "\ud800", "rating": "good"}, "predicted")]:
+        r = _raw(url, "/feedback", body, AUTH)
+        assert r.status_code == 422 and r.json()["detail"][0]["field"] == field, (body, r.text)
+        assert "lone surrogate" in r.json()["detail"][0]["error"]
+    r = _raw(url, "/feedback", {"text": "hi", "label": "ham", "\ud800": 1}, AUTH)  # as a field name
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "body", r.text
+    assert "unicode" in r.json()["detail"][0]["error"]
+    r = _raw(url, "/feedback", {"text": "nul\x00 \u202eevil \u0301", "label": "ham"}, AUTH)
+    assert r.status_code == 201, r.text
+
+
+def _chunks(data: bytes, size: int = 16_384):
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+
+
+def test_a_chunked_body_over_the_limit_is_a_413(api):
+    url = api["url"]
+    big = json.dumps({"texts": ["a" * 100_000]}).encode()  # over this server's 23 KB limit
+    r = httpx.post(url + "/predict", content=_chunks(big), headers={"content-type": "application/json"}, timeout=30)
+    assert "content-length" not in r.request.headers and r.request.headers["transfer-encoding"] == "chunked"
+    assert r.status_code == 413 and "request body over" in r.json()["detail"], r.text
+    r = httpx.post(url + "/feedback", content=_chunks(json.dumps({"text": "a" * 100_000, "label": "ham"}).encode()),
+                   headers={"content-type": "application/json", **AUTH}, timeout=30)
+    assert r.status_code == 413 and "request body over" in r.json()["detail"], r.text
+    r = httpx.post(url + "/feedback", content=_chunks(json.dumps({"text": "a" * 100_000, "label": "ham"}).encode()),
+                   headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 401, r.text  # without the token: refused before the body is read at all
+    small = json.dumps({"texts": ["see you at lunch"] * 3}).encode()  # a chunked body under the limit is served
+    r = httpx.post(url + "/predict", content=_chunks(small, 7), headers={"content-type": "application/json"})
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 3, r.text
+
+
+class ReadCounter:
+    """ASGI wrapper that counts the request-body bytes the app reads."""
+
+    def __init__(self, app):
+        self.app, self.read = app, 0
+
+    async def __call__(self, scope, receive, send):
+        async def counted():
+            message = await receive()
+            self.read += len(message.get("body", b""))
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def test_write_endpoints_check_the_token_before_reading_the_body(api, anonymize):
+    from apps.serve import create_app
+
+    p = ServeParams()  # the default limits: a 1.5 MB body is under the size limit (1.54 MB)
+    app = ReadCounter(create_app(predictor=api["predictor"], store=api["store"], anonymize=anonymize, p=p,
+                                 token=TOKEN))
+    big = json.dumps({"text": "x" * 1_500_000, "label": "ham"}).encode()
+    with Server(app) as url:
+        for headers in ({}, {"Authorization": "Bearer nope"}):
+            r = httpx.post(url + "/feedback", content=big, headers={"content-type": "application/json", **headers},
+                           timeout=60)
+            assert r.status_code == 401, r.text
+        assert app.read == 0  # never read, so never parsed
+        # no schema echo: a wrong body without the token is the same 401, not a 422 listing the fields
+        for content in (b'{"text": 5, "bogus": [1]}', b'{"text": ', b"x" * 5000):
+            r = httpx.post(url + "/feedback", content=content, headers={"content-type": "application/json"})
+            assert r.status_code == 401 and r.json() == {"detail": "missing bearer token: send "
+                                                                   "`Authorization: Bearer <token>`"}, r.text
+        r = httpx.post(url + "/reload", content=big, headers={"content-type": "application/json"}, timeout=60)
+        assert r.status_code == 401 and app.read == 0
+        # with the token the body is read, and this one is refused for its text's length
+        r = httpx.post(url + "/feedback", content=big, headers={"content-type": "application/json", **AUTH},
+                       timeout=60)
+        assert r.status_code == 413 and "max_chars" in r.json()["detail"] and app.read == len(big), r.text
+
+
+def test_every_write_endpoint_needs_the_token(api, anonymize):
+    """A new POST/PUT/PATCH/DELETE route that is not on the token-first router fails here."""
+    from fastapi.testclient import TestClient
+
+    from apps.serve import create_app
+
+    app = create_app(predictor=api["predictor"], store=api["store"], anonymize=anonymize, p=ServeParams(),
+                     token=TOKEN)
+    client = TestClient(app)
+    writes = [(m.upper(), path) for path, ops in app.openapi()["paths"].items() for m in ops
+              if m not in ("get", "head")]
+    assert ("POST", "/feedback") in writes and ("POST", "/reload") in writes
+    for method, path in writes:
+        if path == "/predict":  # the one open write-shaped endpoint: it stores nothing
+            continue
+        r = client.request(method, path, content=b'{"text": 5}', headers={"content-type": "application/json"})
+        assert r.status_code == 401, (method, path, r.text)
+
+
+def test_docs_are_off_unless_a_param_turns_them_on(api, anonymize):
+    from fastapi.testclient import TestClient
+
+    from apps.serve import create_app
+
+    for docs, status in ((False, 404), (True, 200)):
+        app = create_app(predictor=api["predictor"], store=api["store"], anonymize=anonymize,
+                         p=ServeParams(docs=docs), token=TOKEN)
+        client = TestClient(app)
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert client.get(path).status_code == status, (docs, path)
+    assert ServeParams().docs is False
+
+
+def test_identifiers_cannot_carry_personal_data(api):
+    import uuid
+
+    url = api["url"]
+    refused = {"07700900123": "does not start with a letter",  # a phone number as key
+               "12345": "does not start with a letter",  # digit-only
+               "tel-0770-090-0123": "has 11 digits", "ref.4111.1111.1111.1111": "has 16 digits",
+               "jane.doe@example.com": "U+0040", "+447700900123": "U+002B", "my key": "U+0020",
+               "a" * 65: "has 65 characters", "": "is empty"}
+    for value, why in refused.items():
+        for field in ("key", "model_version"):
+            r = _raw(url, "/feedback", {"text": "hi", "label": "ham", field: value}, AUTH)
+            assert r.status_code == 422, (field, value, r.text)
+            [err] = r.json()["detail"]
+            assert err["field"] == field and why in err["error"] and "at most 6 digits" in err["error"], err
+            assert value not in err["error"] or len(value) < 6  # the refused value is not echoed back
+    for i, value in enumerate(["ticket-4711", "fb.2026.w49", str(uuid.uuid4()), uuid.uuid4().hex,
+                               "0190f3c2-7e6b-7a3d-9c1e-5b2f8d4a6e10"]):  # a UUIDv7 starts with digits
+        r = _raw(url, "/feedback", {"text": "hi", "label": "ham", "key": value, "model_version": f"v000{i}"}, AUTH)
+        assert r.status_code == 201, (value, r.text)
+    stored = {row["key"]: row for row in api["store"].rows()}
+    assert stored["ticket-4711"]["model_version"] == "v0000"

@@ -69,11 +69,30 @@ def test_stage_writes_model_metrics_and_curves(tmp_path, repo_root, tiny_model_d
     assert ft.labels == LABELS and ft.meta["method"] == "lora" and ft.meta["max_length"] == 32
     assert (root / "models/finetuned/adapter/adapter_config.json").exists()
     assert not list((root / "models/checkpoints").glob("train-*"))  # removed after success
+    assert m["checkpoint_mb"] > 0 and m["stale_checkpoints_removed_mb"] == 0  # 5 checkpoints written, then removed
 
 
 def _checkpoint_file(root: Path) -> Path | None:
     found = list((root / "models/checkpoints").glob(f"train-*/{CHECKPOINT}"))
     return found[0] if found else None
+
+
+def _kill_at_first_checkpoint(cmd: list[str], cwd: Path, env: dict, log: Path, stale: Path | None = None) -> Path:
+    """Start `cmd` (its own process group: dvc runs the stage in a child), SIGKILL the group once a
+    checkpoint other than `stale` is on disk; that checkpoint."""
+    def fresh():
+        found = [f for f in (cwd / "models/checkpoints").glob(f"train-*/{CHECKPOINT}") if f.parent != stale]
+        return found[0] if found else None
+
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=out, start_new_session=True)
+        deadline = time.time() + 180
+        while fresh() is None and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before it was killed:\n{log.read_text()[-2000:]}"
+    return fresh()
 
 
 def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, repo_root, tiny_model_dir):
@@ -100,6 +119,8 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, repo_ro
     with single_thread():
         resumed = train_stage.run(p.train, p.base, p.classification, paths)
     assert resumed["resumed_from_step"] >= at_step and resumed["steps"] == total
+    assert resumed["checkpoint_mb"] > 0 and resumed["stale_checkpoints_removed_mb"] == 0  # reused, not removed
+    assert list((killed / "models/checkpoints").iterdir()) == []  # then removed after the success
 
     fresh = make_project(tmp_path / "fresh", repo_root, tiny_model_dir, **settings)
     p2, paths2 = project_paths(fresh)
@@ -113,6 +134,65 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, repo_ro
     steps_a = pd.read_csv(killed / "reports/plots/train_steps.tsv", sep="\t")
     steps_b = pd.read_csv(fresh / "reports/plots/train_steps.tsv", sep="\t")
     pd.testing.assert_frame_equal(steps_a, steps_b)  # the curve has no gap or repeat at the resume point
+
+
+def test_a_changed_config_deletes_the_stale_checkpoint_at_its_start(tmp_path, repo_root, tiny_model_dir):
+    """A killed run's checkpoint (other params) is gone before the new run writes its first one:
+    at most one checkpoint on disk, and the freed space is reported."""
+    root = make_project(tmp_path / "proj", repo_root, tiny_model_dir, method="full", epochs=3)
+    stale = root / "models/checkpoints/train-0123456789abcdef"
+    stale.mkdir(parents=True)
+    torch.save({"fingerprint": "0" * 64, "loop": {"step": 4}, "w": torch.zeros(2**18)}, stale / CHECKPOINT)  # 1 MB
+    env = {**os.environ, "PYTHONPATH": str(repo_root), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    ckpt = _kill_at_first_checkpoint([sys.executable, "-m", "stages.train"], root, env, tmp_path / "run.log", stale)
+    assert not stale.exists() and list((root / "models/checkpoints").iterdir()) == [ckpt.parent]
+    assert "removed 1.0 MB of checkpoints written for other params or data" in (tmp_path / "run.log").read_text()
+
+    stale.mkdir()
+    torch.save({"fingerprint": "0" * 64, "w": torch.zeros(2**18)}, stale / CHECKPOINT)
+    p, paths = project_paths(root)
+    with single_thread():
+        m = train_stage.run(p.train, p.base, p.classification, paths)
+    assert m["resumed_from_step"] > 0 and m["stale_checkpoints_removed_mb"] == 1.0 and m["checkpoint_mb"] > 0
+    assert list((root / "models/checkpoints").iterdir()) == []
+
+
+def test_after_a_kill_dvc_runs_train_instead_of_restoring_and_no_checkpoint_is_left(tmp_path, repo_root,
+                                                                                       tiny_model_dir):
+    """The real train stage of dvc.yaml in a temporary repo: trained with params A, killed with B, then
+    back to A. DVC could restore A's outputs (run-cache / dvc.lock) and never run train, leaving B's
+    checkpoint for good; the `persist` output makes it run train, which deletes it."""
+    from tests.tiny_repo import _copy_repo, run_cmd
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _copy_repo(repo)
+    stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": stages["train"]}}))
+    make_project(repo, repo_root, tiny_model_dir, method="full", epochs=1, n_train=48)
+    (repo / "models").mkdir(exist_ok=True)
+    (repo / "models/production.json").write_text('{"version": null}\n')
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    for cmd in (["git", "init", "-q"], git + ["add", "-A"], git + ["commit", "-qm", "a"]):
+        run_cmd(cmd, repo, env)
+    params_a = (repo / "params.yaml").read_text()
+    assert "Running stage 'train'" in run_cmd(["dvc", "repro", "train"], repo, env)
+
+    params_b = yaml.safe_load(params_a)
+    params_b["train"].update(epochs=4, lr=1e-3)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params_b))
+    ckpt_b = _kill_at_first_checkpoint(["dvc", "repro", "train"], repo, env, tmp_path / "b.log")
+    assert ckpt_b is not None and not (repo / "models/finetuned").exists()
+
+    (repo / "params.yaml").write_text(params_a)
+    out = run_cmd(["dvc", "repro", "train"], repo, env)
+    assert "Running stage 'train'" in out and "skipping run" not in out, out
+    assert list((repo / "models/checkpoints").iterdir()) == []
+    m = json.loads((repo / "reports/metrics/train.json").read_text())
+    assert m["stale_checkpoints_removed_mb"] > 0 and m["resumed_from_step"] == 0
+    assert "Data and pipelines are up to date" in run_cmd(["dvc", "status"], repo, env)
 
 
 def test_a_checkpoint_of_other_params_or_data_is_not_resumed(tmp_path):

@@ -42,7 +42,7 @@ def test_concurrent_writers_from_threads_and_connections(tmp_path):
     def worker(n: int) -> None:
         try:
             for i in range(25):
-                ids.append(stores[n % 2].add(kind="label", text=f"t{n}-{i}", label="ham", key=f"{n}-{i}").id)
+                ids.append(stores[n % 2].add(kind="label", text=f"t{n}-{i}", label="ham", key=f"k{n}-{i}").id)
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
@@ -75,3 +75,15 @@ def test_export_snapshot_is_deterministic_and_filters_ratings(tmp_path):
     assert m["items"] == 3 and m["rows_out"] == 2 and m["skipped"]["bad_ratings"] == 1 and m["max_id"] == 3
     m2 = export_snapshot(url, out, ratings_as_labels=False)
     assert m2["rows_out"] == 1 and m2["skipped"]["good_ratings_off"] == 1
+
+
+def test_the_store_refuses_keys_that_could_be_personal_data(tmp_path):
+    from tuneline.deploy.feedback import check_identifier
+
+    with FeedbackStore(default_url(tmp_path)) as store:
+        for key in ("07700900123", "jane@example.com", "ref-0770-090-0123", ""):
+            with pytest.raises(FeedbackError, match="at most 6 digits"):
+                store.add(kind="label", text="x", label="ham", key=key)
+        assert store.count() == 0
+        assert store.add(kind="label", text="x", label="ham", key="ticket-4711").duplicate is False
+    assert check_identifier("v0007", "model_version") == "v0007"

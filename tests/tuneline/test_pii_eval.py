@@ -1,20 +1,27 @@
 """PII detection quality floors on the held-out synthetic half, and the scorer itself (real engine, no mocks).
 
 The full measurement is bench/pii_eval.py (docs/benchmarks.md); this is its fast version: 200
-held-out texts, the clean stage's default settings, floors below the benchmark's numbers so a
-regression in any recognizer fails here.
+held-out texts and 200 texts of the independent generator (tuneline.data.pii.independent), the
+clean stage's settings from params.yaml. The held-out floors are the issue's targets (measured here:
+0.989 overall, ORDER_ID 0.955 the lowest type); the independent ones sit just below what they measure
+(0.919 overall), so a regression in any recognizer fails here.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tuneline.data.pii import engine, fast, scoring, synthetic
-from tuneline.params import CleanParams
+from tuneline.data.pii import engine, fast, independent, scoring, synthetic
+from tuneline.params import CleanParams, load_params
 
-RECALL_ALL = 0.92
-RECALL_EACH = 0.83
-PRECISION_ALL = 0.95
+RECALL_ALL = 0.98   # issue 14 targets on held-out templates: >= 0.98 overall, >= 0.95 per type
+RECALL_EACH = 0.95
+PRECISION_ALL = 0.98
+INDEPENDENT_ALL = 0.90
+INDEPENDENT_EACH = {"PERSON": 0.89, "LOCATION": 0.80, "STREET_ADDRESS": 0.96, "POSTCODE": 0.94, "PHONE_NUMBER": 0.93,
+                    "EMAIL_ADDRESS": 0.98}
+"""Measured 2026-12-05 on these 200 texts: PERSON 0.915, LOCATION 0.823, STREET_ADDRESS 1.0, POSTCODE 0.966,
+PHONE_NUMBER 0.956, EMAIL_ADDRESS 1.0, 0.919 overall (about 0.63 before this round's recognizers)."""
 
 
 def test_partial_leak_is_a_miss_and_precision_counts_overlaps():
@@ -38,8 +45,10 @@ def test_halves_share_no_template_and_no_value():
 
 
 @pytest.fixture(scope="module")
-def clean_defaults():
-    p = CleanParams()
+def clean_defaults(repo_root):
+    """The clean stage as the default pipeline runs it: params.yaml's clean section (params.py's defaults agree)."""
+    p = load_params(repo_root / "params.yaml").clean
+    assert p.pii_entities == CleanParams().pii_entities
     return p, engine.build_analyzer(p.spacy_model, id_patterns=p.id_patterns)
 
 
@@ -55,6 +64,45 @@ def test_recall_and_precision_floors_on_held_out_templates(clean_defaults):
     assert s["recall"]["ALL"] >= RECALL_ALL, s["recall"]
     assert not low, f"recall below {RECALL_EACH}: {low}"
     assert s["precision"]["ALL"] >= PRECISION_ALL, s["precision"]
+
+
+def test_recall_floors_on_the_independent_generator(clean_defaults):
+    """A second generator (other wording, faker values of 14 locales in their own formats) that no
+    recognizer was tuned on: what the clean stage removes from text it has never seen the like of."""
+    p, analyzer = clean_defaults
+    docs = independent.corpus(n=200, seed=7)
+    assert {t for d in docs for _, _, t in d.spans} == set(INDEPENDENT_EACH)
+    texts = [d.text for d in docs]
+    out = fast.anonymize_batch(texts, analyzer, entities=p.pii_entities, score_threshold=p.pii_score_threshold,
+                               n_process=1)
+    s = scoring.score(texts, [list(d.spans) for d in docs], [[(f.start, f.end, f.entity_type) for f in r.found]
+                                                              for r in out])
+    low = {t: round(s["recall"][t], 3) for t, floor in INDEPENDENT_EACH.items() if s["recall"][t] < floor}
+    assert s["recall"]["ALL"] >= INDEPENDENT_ALL, s["recall"]
+    assert not low, f"below the floors {INDEPENDENT_EACH}: {low}"
+    assert s["precision"]["ALL"] >= PRECISION_ALL, s["precision"]
+
+
+def test_independent_generator_is_the_same_in_every_process():
+    """faker's it_IT city list comes from a set: without ordering it the corpus changed with PYTHONHASHSEED."""
+    import subprocess
+    import sys
+
+    code = ("import hashlib; from tuneline.data.pii import independent; "
+            "print(hashlib.sha256(repr(independent.corpus(n=300)).encode()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "PYTHONHASHSEED": h},
+                              capture_output=True, text=True, check=True).stdout for h in ("1", "2")}
+    assert len(digests) == 1
+
+
+def test_independent_generator_shares_no_template_with_the_synthetic_halves():
+    frames = independent.OPENERS + independent.BODIES + independent.CLOSERS
+    for half in synthetic.HALVES:
+        for tmpl in synthetic.TEMPLATES[half]:
+            assert tmpl.replace("{", "<").replace("}", ">") not in frames
+    docs = independent.corpus(n=28, seed=1)
+    assert len({d.template for d in docs}) == len(independent.LOCALES)  # every locale used
+    assert all(d.text[a:b].strip() == d.text[a:b] and b > a for d in docs for a, b, _ in d.spans)
 
 
 @pytest.mark.parametrize("text, value", [

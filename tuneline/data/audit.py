@@ -379,7 +379,7 @@ def make_canaries(n: int, seed: int = 0,
                   kinds: Sequence[str] = ("email", "phone", "credit_card", "iban")) -> list[Canary]:
     """`n` unique canaries cycling over `kinds`, each valid (Luhn, mod-97) and unlikely to occur naturally:
     a random 8-hex tag in the e-mail, random digits elsewhere."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # nosec B311 # seeded for reproducible canaries, not a secret
     out: list[Canary] = []
     seen: set[str] = set()
     while len(out) < n:

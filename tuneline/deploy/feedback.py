@@ -8,6 +8,13 @@ Every post carries a `key` (the client's idempotency key, or a fresh uuid), uniq
 a client that retries a post it is unsure about stores it once, and the second answer says
 `duplicate`. Texts arrive here already anonymized (the API does that before calling `add`).
 
+Identifiers are not anonymized, so they must not be able to carry personal data: a key (and the
+`model_version` a client sends) is either a UUID (any version, with or without hyphens) or 1-64
+characters of ASCII letters, digits and `_ . : -` that starts with a letter and holds at most 6
+digits in all (`check_identifier`). So no e-mail address (no `@`), no phone, card or account
+number (7+ digits, however they are grouped), no spaces; `ticket-4711`, `fb.2026.w49`, `v0007` and
+`uuid.uuid4()` pass. A pattern cannot tell a name from a word: clients must not build keys from names.
+
 The store is opened from a URL: `sqlite:///relative/path.db` or `sqlite:////absolute/path.db`
 (the same spelling as SQLAlchemy). SQLite runs in WAL mode, so readers (the export) never block
 writers (the API), and writers queue on a busy timeout instead of failing.
@@ -20,6 +27,7 @@ as a changed input of collect, and dvc.lock records which snapshot each model wa
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import uuid
@@ -49,6 +57,37 @@ COLUMNS = ["id", "key", "created_at", "kind", "text", "label", "predicted", "rat
 
 class FeedbackError(UserError, ValueError):
     """A bad store URL or a feedback item that breaks the schema."""
+
+
+MAX_ID_LENGTH = 64
+MAX_ID_DIGITS = 6
+"""Most digits an identifier may hold: fewer than any phone number (7+), card or account number."""
+IDENTIFIER_RULE = (f"a UUID, or 1-{MAX_ID_LENGTH} characters of ASCII letters, digits and _ . : - that start with a "
+                   f"letter and hold at most {MAX_ID_DIGITS} digits (so no e-mail, phone, card or account number)")
+_UUID_RX = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[1-8][0-9a-fA-F]{3}-?[89abAB][0-9a-fA-F]{3}-?[0-9a-fA-F]{12}"
+ID_SCHEMA_PATTERN = rf"^(?:{_UUID_RX}|[A-Za-z][A-Za-z0-9_.:-]{{0,{MAX_ID_LENGTH - 1}}})$"
+"""The rule's shape as a JSON-schema pattern (the API's OpenAPI schema); the digit count is checked apart."""
+_ID_CHARS = re.compile(r"[A-Za-z0-9_.:-]")
+_UUID = re.compile(_UUID_RX)
+
+
+def check_identifier(value: str, what: str = "key") -> str:
+    """`value` when it is a safe identifier (see the module docstring), else a FeedbackError that says
+    why without echoing it (it may be personal data)."""
+    if _UUID.fullmatch(value):
+        return value
+    if not value or len(value) > MAX_ID_LENGTH:  # (checked first: a 1 MB key is not scanned)
+        why = "is empty" if not value else f"has {len(value)} characters"
+    elif (bad := next((i for i, ch in enumerate(value) if not _ID_CHARS.fullmatch(ch)), None)) is not None:
+        why = f"has a character that is not allowed (U+{ord(value[bad]):04X} at {bad})"
+    elif not value[0].isalpha():
+        why = "does not start with a letter"
+    else:
+        digits = sum(c.isdigit() for c in value)
+        why = f"has {digits} digits" if digits > MAX_ID_DIGITS else None
+    if why:
+        raise FeedbackError(f"{what} {why}: an identifier is stored as sent, so it must be {IDENTIFIER_RULE}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -115,7 +154,7 @@ class FeedbackStore:
             raise FeedbackError("a `rating` item needs the predicted label and a rating of good or bad")
         if kind not in ("label", "rating"):
             raise FeedbackError(f"kind must be label or rating, got {kind!r}")
-        key = key or uuid.uuid4().hex
+        key = uuid.uuid4().hex if key is None else check_identifier(key, "key")
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         with self._lock:
             cur = self._db.execute(
@@ -132,8 +171,10 @@ class FeedbackStore:
     def rows(self) -> list[dict]:
         """Every item, oldest first (one consistent read)."""
         with self._lock:
-            cur = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM feedback ORDER BY id")
-            return [dict(zip(COLUMNS, r)) for r in cur.fetchall()]
+            cur = self._db.cursor()
+            cur.row_factory = sqlite3.Row  # rows by column name: the SQL stays a constant
+            cur.execute("SELECT * FROM feedback ORDER BY id")
+            return [{c: r[c] for c in COLUMNS} for r in cur.fetchall()]
 
     def count(self) -> int:
         with self._lock:

