@@ -22,7 +22,7 @@ time (fit(): tokenize, train, one val pass) and of its process CPU time.
   python bench/reproducibility.py --rows 512 --batch-size 16 --lr 2e-4 --repeats 3   # the defaults
   python bench/reproducibility.py --tiny                       # a 4-layer random BERT from a config instead (fast)
   python bench/reproducibility.py --only threads-1 strict-native --out bench/results/reproducibility-1thread.json
-                                                               # strict vs default on one thread: the kernels' cost alone
+                                                               # strict vs one default thread: the kernels' cost
 
 Emulation, not two physical processors: it shows which knobs move the bytes and that strict mode
 removes the dependence on them on this machine; that the AVX2 and MKL COMPATIBLE branches compute
@@ -54,7 +54,8 @@ TIMED = ("native", "threads-1", "strict-native")
 CONFIGS = [
     ("native", "this AVX-512 machine, 2 threads (torch's default)", "default", {}),
     ("aten-avx2", "an AVX2 CPU's PyTorch kernels", "default", {"ATEN_CPU_CAPABILITY": "avx2"}),
-    ("aten-default", "a CPU without AVX2 (PyTorch's scalar/SSE kernels)", "default", {"ATEN_CPU_CAPABILITY": "default"}),
+    ("aten-default", "a CPU without AVX2 (PyTorch's scalar/SSE kernels)", "default",
+     {"ATEN_CPU_CAPABILITY": "default"}),
     ("onednn-avx2", "oneDNN capped to AVX2", "default", {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
     ("mkl-avx2", "MKL_CBWR=AVX2 (an Intel-only branch: AUTO on this AMD)", "default", {"MKL_CBWR": "AVX2"}),
     ("mkl-compatible", "another MKL code branch (COMPATIBLE)", "default", {"MKL_CBWR": "COMPATIBLE"}),
@@ -193,7 +194,7 @@ def main() -> None:
     ap.add_argument("--test-rows", type=int, default=400, help="test rows scored for the metrics")
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--lr", type=float, default=2e-4, help="peak LR (params.yaml's 1e-4 learns nothing in 1 short epoch)")
+    ap.add_argument("--lr", type=float, default=2e-4, help="peak LR (params.yaml's 1e-4 learns nothing in 32 steps)")
     ap.add_argument("--batch-size", type=int, default=16, help="texts per step (16: 32 steps on 512 rows)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of default and of strict (>= 3)")
     ap.add_argument("--only", nargs="*", help="config names to run (default: all)")
@@ -219,7 +220,8 @@ def main() -> None:
     times: dict[str, list[dict]] = {c[0]: [] for c in timed}
     for i in range(max(1, args.repeats)):
         for name, _, mode, extra in timed:
-            cfg = {**base, "name": name, "mode": mode, "weights_out": str(tmp / f"{name}.safetensors") if i == 0 else None}
+            weights = str(tmp / f"{name}.safetensors") if i == 0 else None
+            cfg = {**base, "name": name, "mode": mode, "weights_out": weights}
             r = spawn(cfg, worker_env(mode, extra))
             times[name].append(r)
             results.setdefault(name, r)
@@ -264,14 +266,17 @@ def main() -> None:
                 for k in ("train_seconds_median", "train_cpu_seconds_median"):
                     timing[f"strict_over_{other}_{k.split('_')[1]}"] = round(
                         timing["strict-native"][k] / timing[other][k], 3)
-    print(f"\nmodel: {'random 4-layer BERT (hidden 128)' if args.tiny else 'all-MiniLM-L6-v2'}, {args.rows} train rows, "
+    model = "random 4-layer BERT (hidden 128)" if args.tiny else "all-MiniLM-L6-v2"
+    print(f"\nmodel: {model}, {args.rows} train rows, "
           f"{args.epochs} epoch(s), max_length {args.max_length}, {args.test_rows} test rows; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}\n")
-    print("| config | mode | emulates | vs | same bytes | max abs weight delta | accuracy (decimals) | macro F1 (decimals) "
+    print("| config | mode | emulates | vs | same bytes | max abs weight delta | accuracy (decimals) "
+          "| macro F1 (decimals) "
           "| NLL (decimals) | train s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['config']} | {r['mode']} | {r['emulates']} | {r['vs']} | {'yes' if r['identical_bytes'] else 'no'} "
+        same = "yes" if r["identical_bytes"] else "no"
+        print(f"| {r['config']} | {r['mode']} | {r['emulates']} | {r['vs']} | {same} "
               f"| {r['max_abs_weight_delta']:.2e} | {r['accuracy']:.4f} ({r['accuracy_decimals']}) "
               f"| {r['macro_f1']:.4f} ({r['macro_f1_decimals']}) | {r['nll']:.6f} ({r['nll_decimals']}) "
               f"| {r['train_seconds']:.1f} |")

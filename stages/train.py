@@ -108,12 +108,13 @@ def _continual(p: TrainParams, base: BaseParams, paths: Paths, train: pd.DataFra
 
 
 def _strict(p: TrainParams) -> TrainParams:
-    """Strict reproducibility in this process (its environment must already hold the pins): the params it trains with."""
+    """Strict reproducibility in this process (its environment must hold the pins already): the params to train with."""
     missing = reproducibility.strict_env_missing(os.environ)
     if missing:
         raise TrainError("train.reproducibility is strict, but this process started without "
                          + " ".join(f"{k}={v}" for k, v in missing.items())
-                         + ": run `python -m stages.train` or `dvc repro` (they restart with them), or export them first")
+                         + ": run `python -m stages.train` or `dvc repro` (they restart with them), "
+                           "or export them first")
     reproducibility.apply_strict_in_process()
     if p.threads not in (0, reproducibility.STRICT_THREADS):
         log.info("train: reproducibility strict trains on %d thread, not train.threads %d",
@@ -220,7 +221,9 @@ def main() -> None:
         log.info("train: reproducibility strict: restarting with %s",
                  " ".join(f"{k}={v}" for k, v in reproducibility.STRICT_ENV.items()))
         logging.shutdown()
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], reproducibility.strict_environ(os.environ))
+        argv = [sys.executable, *sys.orig_argv[1:]]  # this same command, in a process started with the pins
+        env = reproducibility.strict_environ(os.environ)
+        os.execve(sys.executable, argv, env)  # nosec B606 # our own interpreter and command line
     run(params.train, params.base, params.classification, params.paths)
 
 

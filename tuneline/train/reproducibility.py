@@ -22,10 +22,10 @@ from collections.abc import Mapping
 STRICT_ENV: dict[str, str] = {
     "ATEN_CPU_CAPABILITY": "avx2",   # PyTorch's vectorized kernels (softmax, GELU, LayerNorm, reductions, AdamW)
     "ONEDNN_MAX_CPU_ISA": "AVX2",    # oneDNN: computes BERT's GELU forward and backward (ONEDNN_VERBOSE=1 shows it)
-    "MKL_CBWR": "COMPATIBLE",        # MKL's GEMM on one code branch, the only fixed one MKL honours on Intel and AMD alike
+    "MKL_CBWR": "COMPATIBLE",        # MKL's GEMM on one branch: the only fixed one MKL honours on Intel and AMD
     "OMP_NUM_THREADS": "1",          # one thread: reductions always split the same way
     "MKL_NUM_THREADS": "1",
-    "CUBLAS_WORKSPACE_CONFIG": ":4096:8",  # needed by deterministic algorithms on CUDA (run-to-run only; GPU != CPU bytes)
+    "CUBLAS_WORKSPACE_CONFIG": ":4096:8",  # deterministic algorithms need it on CUDA (run to run; GPU != CPU bytes)
 }
 """The environment strict mode runs under; each value is read once, when its library initializes."""
 
