@@ -10,6 +10,9 @@ Writes: models/finetuned/ (a classifier folder, see tuneline.train.models), repo
 Params: base, classification, paths, train      Run: dvc repro train   (or: python -m stages.train)
 
 Try a method without editing params.yaml: dvc exp run -S train.method=lora
+train.reproducibility strict: main() restarts the process with tuneline.train.reproducibility.STRICT_ENV
+before training (those variables are read when torch's libraries start), so `dvc repro` and
+`python -m stages.train` both train under it; run() refuses strict mode in a process without it.
 Checkpoints sit outside the DVC outputs and are keyed by a fingerprint of the train params,
 the seed and labels, the split files and the base model's files: a run killed at any point
 (even by SIGKILL) resumes from its last checkpoint when rerun with the same inputs, and ends
@@ -26,7 +29,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +41,7 @@ from tuneline.errors import UserError, run_main
 from tuneline.data import assets
 from tuneline.train.continual import production_init, replay_mix
 from tuneline.logs import seed_everything, setup_logging
+from tuneline.train import reproducibility
 from tuneline.train.methods import adapter_meta, apply_method
 from tuneline.train.models import MERGEABLE, META_FILE, build_classifier, count_parameters, save_finetuned
 from tuneline.params import BaseParams, ClassificationParams, Paths, TrainParams, load_params
@@ -101,7 +107,24 @@ def _continual(p: TrainParams, base: BaseParams, paths: Paths, train: pd.DataFra
     return init, rows, {**counts, "init_version": init.version}
 
 
+def _strict(p: TrainParams) -> TrainParams:
+    """Strict reproducibility in this process (its environment must hold the pins already): the params to train with."""
+    missing = reproducibility.strict_env_missing(os.environ)
+    if missing:
+        raise TrainError("train.reproducibility is strict, but this process started without "
+                         + " ".join(f"{k}={v}" for k, v in missing.items())
+                         + ": run `python -m stages.train` or `dvc repro` (they restart with them), "
+                           "or export them first")
+    reproducibility.apply_strict_in_process()
+    if p.threads not in (0, reproducibility.STRICT_THREADS):
+        log.info("train: reproducibility strict trains on %d thread, not train.threads %d",
+                 reproducibility.STRICT_THREADS, p.threads)
+    return p.model_copy(update={"threads": reproducibility.STRICT_THREADS})
+
+
 def run(p: TrainParams, base: BaseParams, task: ClassificationParams, paths: Paths) -> dict:
+    if p.reproducibility == "strict":
+        p = _strict(p)
     seed_everything(base.seed)
     # A killed run must not leave the previous model looking current (DVC keeps it: persist).
     shutil.rmtree(Path(paths.models) / "finetuned", ignore_errors=True)
@@ -147,6 +170,7 @@ def run(p: TrainParams, base: BaseParams, task: ClassificationParams, paths: Pat
     write_text(evals.to_csv(sep="\t", index=False), plots / "train_val.tsv")
     metrics = {
         "method": p.method, "base": assets.describe(p.base_model), "device": result.device,
+        "reproducibility": p.reproducibility, **reproducibility.runtime(), "threads": p.threads,
         "precision": result.precision, "val": result.best, "best_step": result.best_step,
         "steps": result.steps, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
         "trainable_params": trainable, "total_params": total,
@@ -193,6 +217,13 @@ def keep_production(init, paths: Paths, continual: dict, stale_mb: float) -> dic
 def main() -> None:
     setup_logging()
     params = load_params()
+    if params.train.reproducibility == "strict" and reproducibility.strict_env_missing(os.environ):
+        log.info("train: reproducibility strict: restarting with %s",
+                 " ".join(f"{k}={v}" for k, v in reproducibility.STRICT_ENV.items()))
+        logging.shutdown()
+        argv = [sys.executable, *sys.orig_argv[1:]]  # this same command, in a process started with the pins
+        env = reproducibility.strict_environ(os.environ)
+        os.execve(sys.executable, argv, env)  # nosec B606 # our own interpreter and command line
     run(params.train, params.base, params.classification, params.paths)
 
 

@@ -385,6 +385,12 @@ class TrainParams(Section):
     """auto = bf16 autocast on a CUDA device that supports it, fp32 elsewhere."""
     threads: int = Field(0, ge=0)
     """torch CPU threads while training; 0 = torch's default (one per core)."""
+    reproducibility: Literal["default", "strict"] = "default"
+    """default: the fastest kernels this CPU has; the same machine with the same settings gives the same
+    bytes, another processor the same metrics (NLL to 6 decimals), not the same bytes. strict: the train
+    stage restarts itself with tuneline.train.reproducibility.STRICT_ENV (AVX2 kernels, MKL's COMPATIBLE
+    branch, one thread) and deterministic algorithms, for the same bytes on any AVX2 x86 CPU (measured by
+    emulation on one machine) at ~2x the time of one default thread; overrides `threads`."""
     lora: LoraParams = LoraParams()
     ia3: IA3Params = IA3Params()
     prefix: PrefixParams = PrefixParams()

@@ -247,6 +247,8 @@ def _split_blocks(sp: dict) -> list:
 
 TRAIN_ROWS = (
     ("method", "method"), ("base", "base model"), ("device", "device"), ("precision", "precision"),
+    ("reproducibility", "reproducibility (default: same metrics elsewhere; strict: same bytes)"),
+    ("cpu_kernels", "CPU kernels (PyTorch)"),
     ("trainable_params", "trainable parameters"), ("total_params", "total parameters"),
     ("trainable_pct", "trainable %"), ("train_rows", "train rows"), ("val_rows", "val rows"),
     ("max_length", "max length (tokens)"), ("steps", "steps"), ("epochs_run", "epochs run"),
