@@ -254,16 +254,18 @@ class SFTData:
 
 
 def tokenize_examples(tokenizer, examples: Sequence[Example], max_length: int,
-                      max_prompt_tokens: int | None = None) -> tuple[list[TokenizedExample], list[Reject]]:
-    """Chat-template tokenization with response-only labels; over-long prompts are rejected with a reason."""
-    out, rejects = [], []
-    for e in examples:
+                      max_prompt_tokens: int | None = None) -> tuple[list[TokenizedExample], list[Reject], list[int]]:
+    """Chat-template tokenization with response-only labels: (tokenized, rejects, index in `examples`
+    of each tokenized one); over-long prompts are rejected with reason prompt_too_long."""
+    out, rejects, kept = [], [], []
+    for i, e in enumerate(examples):
         try:
             out.append(tokenize_example(tokenizer, e.history, e.response, max_length, max_prompt_tokens,
                                         e.conversation_id))
+            kept.append(i)
         except PromptTooLong as err:
             rejects.append(Reject(e.source_row, PROMPT_TOO_LONG, f"{e.conversation_id}: {err}"))
-    return out, rejects
+    return out, rejects, kept
 
 
 # --------------------------------------------------------------------------- loss and validation
@@ -366,8 +368,10 @@ def fit_sft(model: nn.Module, tokenizer, train_examples: Sequence[Example], val_
     checkpoint is only resumed when the settings, seed and tokenized data are the same
     (`fingerprint` adds whatever else the caller wants to key on, e.g. the base model's hash)."""
     check_settings(settings)
-    train_tok, rejects = tokenize_examples(tokenizer, train_examples, settings.max_length, settings.max_prompt_tokens)
-    val_tok, val_rejects = tokenize_examples(tokenizer, val_examples, settings.max_length, settings.max_prompt_tokens)
+    train_tok, rejects, _ = tokenize_examples(tokenizer, train_examples, settings.max_length,
+                                              settings.max_prompt_tokens)
+    val_tok, val_rejects, _ = tokenize_examples(tokenizer, val_examples, settings.max_length,
+                                                settings.max_prompt_tokens)
     if not train_tok:
         raise ValueError(f"no training example left: {len(rejects)} of {len(train_examples)} have prompts over "
                          f"{settings.max_prompt_tokens or settings.max_length - 1} tokens")
@@ -466,3 +470,76 @@ def load_sft_model(path: str | Path, base_dir: str | Path | None = None) -> tupl
         return model.eval(), tokenizer
     model = peft.PeftModel.from_pretrained(model, path / ADAPTER_DIR)
     return model.eval(), tokenizer
+
+
+# --------------------------------------------------------------------------- generation evaluation
+@dataclass(frozen=True)
+class GenerationEvalSettings:
+    """How to score a causal LM on a split (tuneline.evaluate.generation_eval)."""
+
+    max_length: int = 256
+    """Prompt + reference tokens for perplexity and calibration (as in training)."""
+    max_prompt_tokens: int | None = None
+    max_new_tokens: int = 128
+    batch_size: int = 16
+    """Generation batch (left-padded)."""
+    score_batch_size: int = 8
+    """Forward batch for perplexity/calibration (full-vocabulary logits: batch x length x vocab floats)."""
+    n_bootstrap: int = 1000
+    ci_level: float = 0.95
+    n_bins: int = 15
+    use_stemmer: bool = False
+    seed: int = 0
+    samples: int = 5
+    """Examples (prompt, reference, prediction) kept in the result for the report."""
+
+
+@dataclass
+class GenerationEval:
+    metrics: dict
+    """Text metrics (+ ci), perplexity, calibration {temperature, before, after, ...}, n, rejected."""
+    predictions: list[str]
+    """One per scored test example, in order (examples whose prompt was too long are left out)."""
+    samples: list[dict]
+
+
+def prompt_ids(e: TokenizedExample) -> list[int]:
+    """The chat template's generation prompt of a tokenized example (its tokens before the first label)."""
+    n = next((i for i, y in enumerate(e.labels) if y != IGNORE), len(e.labels))
+    return e.input_ids[:n]
+
+
+def _score_batches(data: SFTData, batch_size: int):
+    order = np.argsort(data.lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield data.batch(order[start:start + batch_size], 8)
+
+
+def evaluate_generation(model: nn.Module, tokenizer, test_examples: Sequence[Example],
+                        val_examples: Sequence[Example], s: GenerationEvalSettings = GenerationEvalSettings()
+                        ) -> GenerationEval:
+    """Score `model` on the test examples: greedy responses against the references (ROUGE-1/2/L,
+    BLEU, chrF, distinct-n, length, bootstrap CIs), perplexity of the references, and token-level
+    calibration of the reference tokens before/after a temperature fitted on the val examples.
+    Score the base model with the same call to show what fine-tuning changed."""
+    from tuneline.evaluate import generation_eval as ge
+
+    test_tok, rejects, kept_index = tokenize_examples(tokenizer, test_examples, s.max_length, s.max_prompt_tokens)
+    val_tok, val_rejects, _ = tokenize_examples(tokenizer, val_examples, s.max_length, s.max_prompt_tokens)
+    if not test_tok:
+        raise ValueError(f"no test example left to score ({len(rejects)} rejected: prompt too long)")
+    kept = [test_examples[i] for i in kept_index]
+    refs = [e.response for e in kept]
+    preds = ge.greedy_generate(model, tokenizer, [prompt_ids(e) for e in test_tok], s.max_new_tokens, s.batch_size)
+    metrics = ge.text_metrics(preds, refs, n_bootstrap=s.n_bootstrap, level=s.ci_level, seed=s.seed,
+                              use_stemmer=s.use_stemmer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    test_stats = ge.token_stats(model, _score_batches(SFTData.of(test_tok, pad_id), s.score_batch_size))
+    metrics["perplexity"] = ge.perplexity(test_stats)
+    if val_tok:
+        val_stats = ge.token_stats(model, _score_batches(SFTData.of(val_tok, pad_id), s.score_batch_size))
+        metrics["calibration"] = ge.token_calibration(val_stats, test_stats, s.n_bins)
+    metrics.update(n_scored=len(test_tok), rejected=len(rejects), val_rejected=len(val_rejects))
+    samples = [{"prompt": e.history[-1]["content"] if e.history else "", "reference": e.response, "prediction": p}
+               for e, p in zip(kept[:s.samples], preds[:s.samples])]
+    return GenerationEval(metrics=metrics, predictions=preds, samples=samples)
