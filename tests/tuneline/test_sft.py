@@ -363,3 +363,38 @@ def test_evaluate_generation_scores_a_model_end_to_end(tok):
     assert {"rouge1", "rouge2", "rougeL", "bleu", "chrf", "distinct_2", "mean_words", "perplexity", "ci"} <= set(m)
     assert m["perplexity"] > 1 and {"before", "after", "temperature"} <= set(m["calibration"])
     assert [x["reference"] for x in r.samples] == [e.response for e in test[:2]]
+
+
+# --------------------------------------------------------------------------- the real default model (slow)
+@pytest.mark.slow
+def test_lora_sft_on_smollm2_merges_and_scores(tmp_path):
+    """SmolLM2-135M (pinned GGUF, converted once; TUNELINE_TEST_CACHE reuses a cache) on 8 bitext
+    examples: 2 LoRA steps with checkpoints, merged logits equal the adapter model's, and
+    evaluate_generation runs on the real tokenizer and vocabulary. ~2-4 min on 2 cores."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuneline.data.conversations import read_bitext
+    from tuneline.tasks.generation import prepare_gguf_model
+
+    folder = prepare_gguf_model(os.environ.get("TUNELINE_TEST_CACHE") or tmp_path)
+    tok = AutoTokenizer.from_pretrained(folder)
+    data = ROOT.parent / "shared" / "data" / "bitext" / "customer_support_sample.csv"
+    ex = read_bitext(data).examples
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    s = sft.SFTSettings(method="lora", max_length=128, batch_size=2, max_steps=2, lr=1e-3, device="cpu",
+                        checkpoint_every=1)
+    r = sft.fit_sft(model, tok, ex[:4], ex[200:202], s, seed=0, checkpoint_dir=tmp_path / "ckpt", progress=False)
+    assert r.loop.steps == 2 and 0 < r.trainable_pct < 3 and r.val["loss"] > 0
+    batch = sft.SFTData.of(sft.tokenize_examples(tok, ex[:2], 128)[0], tok.pad_token_id).batch([0, 1], 8)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        want = r.model(**inputs).logits
+    out = sft.save_sft_model(r.model, tok, tmp_path / "served", "lora")
+    plain = AutoModelForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(**inputs).logits, want, atol=1e-3, rtol=1e-3)  # fp32 round-off, logits ~20
+    g = sft.evaluate_generation(plain, tok, ex[:2], ex[300:302], sft.GenerationEvalSettings(
+        max_length=128, max_new_tokens=8, n_bootstrap=10, score_batch_size=2))
+    assert g.metrics["n_scored"] == 2 and all(g.predictions) and g.metrics["perplexity"] > 1
+    assert g.metrics["calibration"]["before"]["n_tokens"] > 0
