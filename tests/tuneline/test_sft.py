@@ -316,6 +316,12 @@ def test_temperature_scaling_lowers_token_nll_of_an_overconfident_model(tok):
     assert cal["after"]["nll"] < cal["before"]["nll"] and cal["val_nll_after"] < cal["val_nll_before"]
     assert cal["after"]["ece"] < cal["before"]["ece"]
     assert cal["after"]["token_accuracy"] == cal["before"]["token_accuracy"]  # T keeps the argmax
+    # intervals resample whole responses and hold the point estimates
+    assert len(np.unique(test.example)) == len(test_tok)
+    boot = ge.token_calibration(val, test, n_bootstrap=50)
+    for side in ("before", "after"):
+        for k in ("ece", "nll"):
+            assert boot[side]["ci"][k]["low"] <= boot[side][k] <= boot[side]["ci"][k]["high"], (side, k)
     # the NLL at T = 1 is the validation loss the loop uses, and perplexity its exp
     total, count = sft.response_nll(model, sft.SFTData.of(test_tok, tok.pad_token_id), 8)
     assert count == len(test) and cal["before"]["nll"] == pytest.approx(total / count, rel=1e-5)
@@ -362,6 +368,9 @@ def test_evaluate_generation_scores_a_model_end_to_end(tok):
     assert len(r.predictions) == m["n_scored"] == 6 and m["rejected"] == 1
     assert {"rouge1", "rouge2", "rougeL", "bleu", "chrf", "distinct_2", "mean_words", "perplexity", "ci"} <= set(m)
     assert m["perplexity"] > 1 and {"before", "after", "temperature"} <= set(m["calibration"])
+    assert m["ci"]["perplexity"]["low"] <= m["perplexity"] <= m["ci"]["perplexity"]["high"]
+    assert "ci" in m["calibration"]["after"]
+    json.dumps(m, allow_nan=False)  # the stage writes it as metrics JSON
     assert [x["reference"] for x in r.samples] == [e.response for e in test[:2]]
 
 

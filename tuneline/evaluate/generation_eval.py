@@ -15,7 +15,8 @@ token-level calibration before and after temperature scaling.
   on val as the grid point of least mean NLL (grid steps of 12%: near the optimum the NLL is flat)
   and the test tokens are scored at T = 1 and at the fitted T: ECE (equal-width and adaptive bins,
   the calibration_error module's binning), NLL, mean confidence, top-1 token accuracy (T does not
-  change the argmax). Perplexity = exp(NLL at T = 1).
+  change the argmax). Perplexity = exp(NLL at T = 1). Intervals (`token_intervals`) resample
+  examples, not tokens: the tokens of one response are not independent.
 Nothing here tokenizes conversations: the task layer (tuneline.tasks.sft.evaluate_generation) does.
 """
 
@@ -130,6 +131,8 @@ class TokenStats:
     nll: np.ndarray
     """[n, G] -log softmax(logits / T)[right token]."""
     temperatures: np.ndarray
+    example: np.ndarray | None = None
+    """[n] which example (row of the batches, counted across batches) each token belongs to."""
 
     def __len__(self) -> int:
         return len(self.correct)
@@ -154,7 +157,8 @@ def token_stats(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]],
     labels; shifted here: position t predicts label t+1). Eval mode, on the model's device."""
     dev = next(model.parameters()).device
     temps = torch.tensor(np.asarray(temperatures), dtype=torch.float32, device=dev)
-    correct, conf, nll = [], [], []
+    correct, conf, nll, example = [], [], [], []
+    offset = 0
     was = model.training
     model.eval()
     try:
@@ -163,6 +167,8 @@ def token_stats(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]],
             logits = _aligned_logits(model, x)[:, :-1]
             labels = x["labels"][:, 1:]
             keep = labels != IGNORE
+            example.append((keep.nonzero()[:, 0] + offset).cpu().numpy())
+            offset += labels.shape[0]
             z_all, y_all = logits[keep].float(), labels[keep]
             for s in range(0, len(y_all), chunk):
                 z, y = z_all[s:s + chunk], y_all[s:s + chunk]
@@ -177,7 +183,33 @@ def token_stats(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]],
     g = len(temperatures)
     return TokenStats(np.concatenate(correct) if correct else np.zeros(0, bool),
                       np.concatenate(conf) if conf else np.zeros((0, g)),
-                      np.concatenate(nll) if nll else np.zeros((0, g)), np.asarray(temperatures))
+                      np.concatenate(nll) if nll else np.zeros((0, g)), np.asarray(temperatures),
+                      np.concatenate(example) if example else np.zeros(0, np.int64))
+
+
+def token_intervals(stats: TokenStats, temperatures: Sequence[float] = (), *, n_bootstrap: int = 1000,
+                    level: float = 0.95, seed: int = 0, n_bins: int = 15) -> dict:
+    """Percentile bootstrap over examples (the tokens of one response are resampled together, they are
+    not independent): {"perplexity": {low, high}, t: {"ece": {low, high}, "nll": {low, high}} per t}."""
+    module = load_metric("calibration_error")
+    groups = [np.flatnonzero(stats.example == e) for e in np.unique(stats.example)]
+    cols = {t: stats.index_of(t) for t in temperatures}
+    one = stats.index_of(1.0)
+    rng = np.random.default_rng(seed)
+    samples: dict = {"perplexity": [], **{(t, m): [] for t in cols for m in ("ece", "nll")}}
+    for _ in range(n_bootstrap):
+        idx = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
+        samples["perplexity"].append(float(np.exp(stats.nll[idx, one].mean())))
+        for t, c in cols.items():
+            samples[t, "ece"].append(module.confidence_calibration_error(stats.confidence[idx, c], stats.correct[idx],
+                                                                         n_bins))
+            samples[t, "nll"].append(float(stats.nll[idx, c].mean()))
+    q = ((1 - level) / 2, (1 + level) / 2)
+    bounds = {k: dict(zip(("low", "high"), map(float, np.quantile(v, q)))) for k, v in samples.items()}
+    out: dict = {"perplexity": bounds["perplexity"]}
+    for t in cols:
+        out[t] = {m: bounds[t, m] for m in ("ece", "nll")}
+    return out
 
 
 def fit_token_temperature(val: TokenStats) -> tuple[float, bool]:
@@ -199,11 +231,16 @@ def token_scores(stats: TokenStats, t: float, n_bins: int = 15) -> dict:
             "token_accuracy": float(correct.mean()), "n_tokens": len(stats)}
 
 
-def token_calibration(val: TokenStats, test: TokenStats, n_bins: int = 15) -> dict:
-    """Temperature fitted on val; test token scores before (T = 1) and after, and the reliability bins."""
+def token_calibration(val: TokenStats, test: TokenStats, n_bins: int = 15, *, n_bootstrap: int = 0,
+                      level: float = 0.95, seed: int = 0) -> dict:
+    """Temperature fitted on val; test token scores before (T = 1) and after, the reliability bins,
+    and with n_bootstrap > 0 a `ci` of ece and nll in each (token_intervals, over test examples)."""
     t, hit = fit_token_temperature(val)
     module = load_metric("calibration_error")
     before, after = token_scores(test, 1.0, n_bins), token_scores(test, t, n_bins)
+    if n_bootstrap:
+        ci = token_intervals(test, sorted({1.0, t}), n_bootstrap=n_bootstrap, level=level, seed=seed, n_bins=n_bins)
+        before["ci"], after["ci"] = ci[1.0], ci[t]
     i1, it = test.index_of(1.0), test.index_of(t)
     return {"temperature": t, "temperature_at_bound": hit, "val_tokens": len(val),
             "val_nll_before": float(val.nll[:, val.index_of(1.0)].mean()),

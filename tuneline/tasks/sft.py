@@ -536,9 +536,13 @@ def evaluate_generation(model: nn.Module, tokenizer, test_examples: Sequence[Exa
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     test_stats = ge.token_stats(model, _score_batches(SFTData.of(test_tok, pad_id), s.score_batch_size))
     metrics["perplexity"] = ge.perplexity(test_stats)
+    if s.n_bootstrap:
+        metrics["ci"]["perplexity"] = ge.token_intervals(test_stats, n_bootstrap=s.n_bootstrap, level=s.ci_level,
+                                                         seed=s.seed)["perplexity"]
     if val_tok:
         val_stats = ge.token_stats(model, _score_batches(SFTData.of(val_tok, pad_id), s.score_batch_size))
-        metrics["calibration"] = ge.token_calibration(val_stats, test_stats, s.n_bins)
+        metrics["calibration"] = ge.token_calibration(val_stats, test_stats, s.n_bins, n_bootstrap=s.n_bootstrap,
+                                                      level=s.ci_level, seed=s.seed)
     metrics.update(n_scored=len(test_tok), rejected=len(rejects), val_rejected=len(val_rejects))
     samples = [{"prompt": e.history[-1]["content"] if e.history else "", "reference": e.response, "prediction": p}
                for e, p in zip(kept[:s.samples], preds[:s.samples])]
