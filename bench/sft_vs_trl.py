@@ -9,7 +9,8 @@ under --cache). Data: --steps * --batch examples drawn (seed 0) from the bitext 
 (read from ../shared, never copied), so both runners train one pass over exactly the same examples.
 Runners, each in a fresh subprocess, alternating (ours, trl, ..., then reversed) so machine-load drift
 hits all of them; the table reports medians of --repeats:
-  ours       fit_sft(method=full, batch, max_length, max_steps=steps), no validation, no checkpoints
+  ours       fit_sft(method=full, batch, max_length, max_steps=steps), no validation, no checkpoints, fp32
+  ours_bf16  the same with precision=bf16 (the loop's bf16 autocast, on the CPU too)
   trl        SFTTrainer + SFTConfig defaults (on a CPU: use_cpu=True, which its bf16 default requires;
              so bf16 autocast and gradient checkpointing are on, as TRL ships them), conversational
              prompt/completion data (completion-only loss)
@@ -65,12 +66,12 @@ def worker(args) -> dict:
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     ex = examples(args)
     out = {"runner": args.worker}
-    if args.worker == "ours":
+    if args.worker in ("ours", "ours_bf16"):
         from tuneline.tasks.sft import SFTSettings, fit_sft
 
         s = SFTSettings(method="full", batch_size=args.batch, max_length=args.max_length, max_steps=args.steps,
-                        epochs=1, lr=2e-5, schedule="linear", warmup_ratio=0.0, device="cpu", precision="fp32",
-                        threads=args.threads)
+                        epochs=1, lr=2e-5, schedule="linear", warmup_ratio=0.0, device="cpu",
+                        precision="bf16" if args.worker == "ours_bf16" else "fp32", threads=args.threads)
         t0 = time.perf_counter()
         r = fit_sft(model, tok, ex, [], s, seed=0, progress=False)
         seconds = time.perf_counter() - t0
