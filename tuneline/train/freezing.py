@@ -1,7 +1,9 @@
 """Layer numbering, layer-wise learning rates, freezing and gradual unfreezing.
 
 Layers are numbered for LR decay and unfreezing: 0 = embeddings, k+1 = transformer layer k,
-n_layers+1 = everything else (the head, the pooler, PEFT prompt encoders).
+n_layers+1 = everything else (the head, the pooler, PEFT prompt encoders). Embeddings are
+BERT-style `*.embeddings.*` and Llama-style `*.embed_tokens.*` (a tied LM head shares that weight,
+so freezing the embeddings of a tied model freezes its output projection too).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ def layer_index(name: str, n_layers: int) -> int:
     m = _LAYER.search(name)
     if m:
         return int(m.group(1)) + 1
-    if "embeddings." in name and "prompt_encoder" not in name and "prefix_encoder" not in name:
+    if (("embeddings." in name or "embed_tokens." in name)
+            and "prompt_encoder" not in name and "prefix_encoder" not in name):
         return 0
     return n_layers + 1
 

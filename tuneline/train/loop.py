@@ -10,7 +10,7 @@ the caller, never branched on here:
     weights are kept).
 
 The setup steps, each a named function: `setup_device` (device and bf16 autocast, once),
-`setup_model` (freezing), `setup_optimizer` (AdamW, fused on CUDA, no decay on biases and norms,
+`setup_model` (freezing), `setup_optimizer` (AdamW, fused on CUDA and CPU, no decay on biases and norms,
 layer-wise LR decay), `setup_schedule` (warmup + transformers.get_scheduler). Data: texts
 tokenized once (tuneline.evaluate.inference.Tokenized), length-grouped batches (`epoch_batches`, a pure
 function of (seed, epoch)), padded per batch. Gradient accumulation and clipping, gradual
@@ -191,8 +191,10 @@ def setup_optimizer(named: dict[str, nn.Parameter], trainable: set[str], s: Loop
                     device: torch.device) -> torch.optim.Optimizer:
     """AdamW over the trainable weights: per-layer groups (layer-wise LR decay), no decay on 1-d weights."""
     ordered = [(n, q) for n, q in named.items() if n in trainable]
+    # fused: one kernel per step instead of torch's foreach ops; on a CPU too (torch >= 2.4), where
+    # it was 10x faster on 133M fp32 weights (0.5 s vs 5.3 s a step, 2 threads)
     return torch.optim.AdamW(param_groups(ordered, s.lr, s.weight_decay, s.layer_lr_decay, n_layers), lr=s.lr,
-                             fused=True if device.type == "cuda" else None)
+                             fused=True if device.type in ("cuda", "cpu") else None)
 
 
 def setup_schedule(optimizer: torch.optim.Optimizer, s: LoopSettings, n_rows: int):

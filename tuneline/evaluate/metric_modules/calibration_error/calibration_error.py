@@ -46,8 +46,16 @@ def _bins_equal_width(conf, n_bins):
 def reliability_bins(probs, references, n_bins=15, adaptive=False):
     """One row per non-empty bin: lower, upper, count, confidence (mean), accuracy, gap (acc - conf)."""
     p, y = _check(probs, references)
-    conf = p.max(axis=1)
-    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    return confidence_bins(p.max(axis=1), p.argmax(axis=1) == y, n_bins, adaptive)
+
+
+def confidence_bins(confidences, correct, n_bins=15, adaptive=False):
+    """`reliability_bins` from each prediction's confidence and whether it was right (e.g. one
+    next-token prediction of a language model, whose full distribution is too large to keep)."""
+    conf = np.asarray(confidences, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    if conf.shape != correct.shape or conf.ndim != 1:
+        raise ValueError(f"confidences and correct must be 1-D of one length; got {conf.shape}, {correct.shape}")
     rows = []
     if adaptive:
         order = np.argsort(conf, kind="mergesort")
@@ -67,10 +75,18 @@ def reliability_bins(probs, references, n_bins=15, adaptive=False):
     return out
 
 
-def expected_calibration_error(probs, references, n_bins=15, adaptive=False):
-    rows = reliability_bins(probs, references, n_bins, adaptive)
+def _ece(rows):
     n = sum(r["count"] for r in rows)
     return float(sum(r["count"] / n * abs(r["gap"]) for r in rows)) if n else 0.0
+
+
+def expected_calibration_error(probs, references, n_bins=15, adaptive=False):
+    return _ece(reliability_bins(probs, references, n_bins, adaptive))
+
+
+def confidence_calibration_error(confidences, correct, n_bins=15, adaptive=False):
+    """ECE from (confidence, correct) pairs; the same bins as expected_calibration_error."""
+    return _ece(confidence_bins(confidences, correct, n_bins, adaptive))
 
 
 def maximum_calibration_error(probs, references, n_bins=15):
@@ -111,6 +127,8 @@ class CalibrationError(evaluate.Metric):
 
     scores = staticmethod(calibration_error)
     reliability_bins = staticmethod(reliability_bins)
+    confidence_bins = staticmethod(confidence_bins)
+    confidence_calibration_error = staticmethod(confidence_calibration_error)
 
     def _info(self):
         return evaluate.MetricInfo(
