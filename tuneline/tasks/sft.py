@@ -33,7 +33,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +97,18 @@ class AdapterSettings:
 
 
 @dataclass(frozen=True)
-class SFTSettings:
-    """How to fine-tune a causal LM; the loop fields mean what tuneline.train.loop.LoopSettings says."""
+class SFTSettings(LoopSettings):
+    """How to fine-tune a causal LM: the shared loop's settings (tuneline.train.loop.LoopSettings, with
+    SFT defaults below) plus what is SFT's own. Early stopping always watches the validation loss."""
 
+    batch_size: int = 8
+    """Rows per micro-batch (packed rows when packing)."""
+    lr: float = 2e-4
+    schedule: str = "cosine"
+    warmup_ratio: float = 0.03
+    eval_every: int = 0
+    """Validation loss every N steps; 0 = at each epoch's end (always at the last step)."""
+    desc: str = "sft"
     method: str = "lora"
     """One of SFT_METHODS."""
     max_length: int = 256
@@ -108,32 +117,7 @@ class SFTSettings:
     """Longer prompts are rejected with reason prompt_too_long (None: max_length - 1)."""
     packing: bool = False
     """Pack short examples into rows of max_length tokens (block-diagonal attention, positions restart)."""
-    epochs: float = 1.0
-    batch_size: int = 8
-    """Rows per micro-batch (packed rows when packing)."""
     eval_batch_size: int = 16
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    layer_lr_decay: float = 1.0
-    schedule: str = "cosine"
-    warmup_ratio: float = 0.03
-    max_steps: int | None = None
-    grad_accum: int = 1
-    max_grad_norm: float | None = 1.0
-    length_grouping: bool = True
-    pad_to_multiple_of: int = 8
-    freeze_embeddings: bool = False
-    freeze_layers: int = 0
-    unfreeze_every: int = 0
-    unfreeze_unit: str = "epochs"
-    eval_every: int = 0
-    """Validation loss every N steps; 0 = at each epoch's end (always at the last step)."""
-    early_stopping_patience: int = 0
-    early_stopping_min_delta: float = 0.0
-    checkpoint_every: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    threads: int = 0
     lora: LoraSettings = field(default_factory=LoraSettings)
     ia3: IA3Settings = field(default_factory=IA3Settings)
     virtual: VirtualTokenSettings = field(default_factory=VirtualTokenSettings)
@@ -141,16 +125,9 @@ class SFTSettings:
 
 
 def loop_settings(s: SFTSettings) -> LoopSettings:
-    """The shared loop's settings (early stopping watches the validation loss)."""
-    return LoopSettings(
-        epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
-        layer_lr_decay=s.layer_lr_decay, schedule=s.schedule, warmup_ratio=s.warmup_ratio, max_steps=s.max_steps,
-        grad_accum=s.grad_accum, max_grad_norm=s.max_grad_norm, length_grouping=s.length_grouping, resample=False,
-        pad_to_multiple_of=s.pad_to_multiple_of, freeze_embeddings=s.freeze_embeddings,
-        freeze_layers=s.freeze_layers, unfreeze_every=s.unfreeze_every, unfreeze_unit=s.unfreeze_unit,
-        eval_every=s.eval_every, early_stopping_metric="loss", early_stopping_patience=s.early_stopping_patience,
-        early_stopping_min_delta=s.early_stopping_min_delta, checkpoint_every=s.checkpoint_every, device=s.device,
-        precision=s.precision, threads=s.threads, desc=f"sft[{s.method}]")
+    """The shared loop's part of the settings (early stopping on the validation loss, no resampling)."""
+    loop = {f.name: getattr(s, f.name) for f in fields(LoopSettings)}
+    return LoopSettings(**{**loop, "early_stopping_metric": "loss", "resample": False, "desc": f"sft[{s.method}]"})
 
 
 # --------------------------------------------------------------------------- methods
