@@ -434,7 +434,8 @@ def load_sft_model(path: str | Path, base_dir: str | Path | None = None) -> tupl
     meta = json.loads((path / META_FILE).read_text())
     tokenizer = AutoTokenizer.from_pretrained(path)  # nosec B615 # a local folder written by save_sft_model
     if meta["merged"]:
-        return AutoModelForCausalLM.from_pretrained(path).eval(), tokenizer  # nosec B615 # a local folder
+        merged = AutoModelForCausalLM.from_pretrained(path)  # nosec B615 # a local folder
+        return merged.eval(), tokenizer
     if base_dir is None:
         raise ValueError(f"{path}: method {meta['method']!r} is saved as an adapter; pass the base model folder")
     model = AutoModelForCausalLM.from_pretrained(base_dir)  # nosec B615 # the local base model folder
