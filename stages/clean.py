@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from tuneline.data.pii import engine, fast
+from tuneline.data.pii import fast
 from tuneline.errors import UserError, run_main
 from tuneline.logs import setup_logging
 from tuneline.params import ClassificationParams, CleanParams, Paths, load_params
@@ -86,14 +86,10 @@ def run(p: CleanParams, task: ClassificationParams, paths: Paths) -> dict:
     results: list[fast.Anonymized] = []
     anon_seconds = 0.0
     if p.pii_entities and keep.any():
-        analyzer = engine.build_analyzer(p.spacy_model, id_patterns=p.id_patterns)
-        engine.check_entities(analyzer, p.pii_entities)
+        anonymize = fast.clean_anonymizer(p)
         anon_started = time.perf_counter()
         with tqdm(total=int(keep.sum()), desc="clean: anonymize", unit="text", mininterval=1.0) as bar:
-            results = fast.anonymize_batch(
-                texts[keep].tolist(), analyzer, entities=p.pii_entities, score_threshold=p.pii_score_threshold,
-                operator=p.pii_operator, salt=p.pii_hash_salt, batch_size=p.batch_size, n_process=p.n_process,
-                progress=bar.update)
+            results = anonymize(texts[keep].tolist(), progress=bar.update)
         anon_seconds = time.perf_counter() - anon_started
     else:
         results = [fast.Anonymized(t) for t in texts[keep]]

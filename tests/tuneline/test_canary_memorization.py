@@ -17,7 +17,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from tuneline.data.audit import find_canaries, make_canaries
 from tuneline.data.conversations import Example
-from tuneline.data.pii import engine, fast
+from tuneline.data.pii import fast
 from tuneline.evaluate.generation_eval import greedy_generate
 from tuneline.params import CleanParams
 from tuneline.tasks.sft import SFTSettings, fit_sft
@@ -57,11 +57,8 @@ def conversations(canaries) -> list[Example]:
 
 def anonymized(examples: list[Example]) -> list[Example]:
     """Both sides through the clean stage's engine and settings (params.py defaults = params.yaml's)."""
-    p = CleanParams()
-    analyzer = engine.build_analyzer(p.spacy_model, id_patterns=p.id_patterns)
     texts = [e.history[0]["content"] for e in examples] + [e.response for e in examples]
-    out = fast.anonymize_batch(texts, analyzer, entities=p.pii_entities, score_threshold=p.pii_score_threshold,
-                               n_process=1)
+    out = fast.clean_anonymizer(CleanParams(), n_process=1)(texts)
     n = len(examples)
     return [Example(e.conversation_id, [{"role": "user", "content": out[i].text}], out[n + i].text, e.source_row)
             for i, e in enumerate(examples)]

@@ -20,15 +20,12 @@ Anonymizer = Callable[[list[str]], list[tuple[str, int]]]
 def build_anonymizer(clean: CleanParams) -> Anonymizer:
     """The clean stage's presidio set-up (clean.*), as texts -> [(anonymized, n_replaced)].
     The analyzer is built once (~1 s); each call anonymizes in this process (no worker pool)."""
-    from tuneline.data.pii import engine, fast
+    from tuneline.data.pii import fast
 
-    analyzer = engine.build_analyzer(clean.spacy_model, id_patterns=clean.id_patterns)
+    run = fast.clean_anonymizer(clean, n_process=1)
 
     def anonymize(texts: list[str]) -> list[tuple[str, int]]:
-        out = fast.anonymize_batch(texts, analyzer, entities=clean.pii_entities,
-                                   score_threshold=clean.pii_score_threshold, operator=clean.pii_operator,
-                                   salt=clean.pii_hash_salt, batch_size=clean.batch_size, n_process=1)
-        return [(a.text, len(a.replaced)) for a in out]
+        return [(a.text, len(a.replaced)) for a in run(texts)]
 
     anonymize(["warm-up: a bad clean.pii_entities fails here, at start-up"])
     return anonymize

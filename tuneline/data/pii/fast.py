@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 from tuneline.data.pii.engine import LANGUAGE, PiiError, build_analyzer, build_operators, check_entities, model_name
 from tuneline.data.pii.leaks import LEAK_ENTITY, leak_results
+from tuneline.params import CleanParams
 
 
 @dataclass(frozen=True, order=True)
@@ -250,6 +251,23 @@ class _Engines:
 
 
 _WORKER: dict[str, _Engines] = {}  # per process: engines inherited by fork (or built once after spawn)
+
+
+def clean_anonymizer(p: CleanParams, *, n_process: int | None = None
+                     ) -> Callable[..., list["Anonymized"]]:
+    """The clean stage's settings (clean.*) as one anonymizer, `texts, progress=None -> [Anonymized]`:
+    the analyzer is built and its entities checked once. The clean stage, the server and the tests
+    anonymize through it, so they cannot drift apart. n_process: None = clean.n_process."""
+    analyzer = build_analyzer(p.spacy_model, id_patterns=p.id_patterns)
+    check_entities(analyzer, p.pii_entities)
+    procs = p.n_process if n_process is None else n_process
+
+    def anonymize(texts: Sequence[str], progress: Callable[[int], None] | None = None) -> list[Anonymized]:
+        return anonymize_batch(list(texts), analyzer, entities=p.pii_entities, score_threshold=p.pii_score_threshold,
+                               operator=p.pii_operator, salt=p.pii_hash_salt, batch_size=p.batch_size,
+                               n_process=procs, progress=progress)
+
+    return anonymize
 
 
 def anonymize_batch(
