@@ -185,9 +185,10 @@ def table(meta: dict, results: list[dict], runs_list: list[str]) -> str:
         ci_s = f" [{ci['low']:.1f}, {ci['high']:.1f}]" if ci else ""
         delta = "-" if base is None or r["run"] == "base" else f"{r['rougeL'] - base['rougeL']:+.1f}"
         rows.append(f"| {r['run']} | {r.get('lr', '-')} | {r['trainable_pct']:.3f} | {r['rougeL']:.1f}{ci_s} | "
-                    f"{delta} | {fmt(r['bleu'])} | {fmt(r['chrf'])} | {fmt(r['perplexity'], 2)} | {r['train_s']:.0f} | "
-                    f"{r['eval_s']:.0f} | {r['peak_rss_mb']:.0f} |")
-    rows += [f"| {m} | {LR.get(m, '-')} | not run | - | - | - | - | - | - | - | - |" for m in runs_list if m not in done]
+                    f"{delta} | {fmt(r['bleu'])} | {fmt(r['chrf'])} | {fmt(r['perplexity'], 2)} | "
+                    f"{r['train_s']:.0f} | {r['eval_s']:.0f} | {r['peak_rss_mb']:.0f} |")
+    rows += [f"| {m} | {LR.get(m, '-')} | not run | - | - | - | - | - | - | - | - |"
+             for m in runs_list if m not in done]
     return "\n".join(rows)
 
 if __name__ == "__main__":
