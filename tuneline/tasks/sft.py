@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -43,20 +41,15 @@ import torch
 from torch import nn
 
 from tuneline.data.conversations import PROMPT_TOO_LONG, Example, Reject
-from tuneline.data.records import replace_dir
 from tuneline.tasks.generation import (IGNORE, PromptTooLong, TokenizedExample, collate, collate_packed, pack,
                                        token_nll, tokenize_example)
 from tuneline.train import adapters
 from tuneline.train.loop import Batch, LoopResult, LoopSettings, train
+from tuneline.train.models import ADAPTER_DIR, HOULSBY_CONFIG, HOULSBY_WEIGHTS, MERGEABLE, META_FILE, save_finetuned
 
 SFT_METHODS: tuple[str, ...] = ("full", "lora", "ia3", "prompt", "prefix", "p_tuning", "adapter")
 PROMPT_LEARNING = ("prompt", "prefix", "p_tuning")
 """PEFT methods that add virtual tokens: no packing, not mergeable (served as base + adapter)."""
-MERGEABLE = ("lora", "ia3")
-META_FILE = "tuneline.json"
-ADAPTER_DIR = "adapter"
-HOULSBY_CONFIG = "houlsby.json"
-HOULSBY_WEIGHTS = "adapter_model.safetensors"
 
 
 # --------------------------------------------------------------------------- settings
@@ -392,37 +385,14 @@ def merged_for_serving(model: nn.Module, method: str) -> nn.Module:
 
 
 def save_sft_model(model: nn.Module, tokenizer, out_dir: str | Path, method: str, meta: dict | None = None) -> Path:
-    """Write a served model folder atomically (temp folder, then rename over `out_dir`).
+    """Write a served model folder atomically with the classifier's writer (tuneline.train.models.save_finetuned).
 
     full, lora, ia3: a plain model folder (`AutoModelForCausalLM.from_pretrained(out_dir)`, no peft
     needed; LoRA/IA3 merged, and their adapter kept under adapter/). prompt, prefix, p_tuning:
     the PEFT adapter under adapter/ (apply it to the base model, `load_sft_model`). adapter: our
     Houlsby weights under adapter/. `tuneline.json` records method, merged and `meta`."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        merged = method == "full" or method in MERGEABLE
-        tokenizer.save_pretrained(tmp)
-        if method == "adapter":
-            from safetensors.torch import save_file
-
-            (tmp / ADAPTER_DIR).mkdir()
-            names = set(adapters.adapter_parameter_names(model))
-            save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if n in names},
-                      tmp / ADAPTER_DIR / HOULSBY_WEIGHTS)
-            (tmp / ADAPTER_DIR / HOULSBY_CONFIG).write_text(json.dumps(model.tuneline_adapter, indent=2))
-        elif method != "full":
-            model.save_pretrained(tmp / ADAPTER_DIR)
-        if merged:
-            plain = merged_for_serving(model, method)
-            plain.save_pretrained(tmp)
-        (tmp / META_FILE).write_text(json.dumps({**(meta or {}), "method": method, "merged": merged}, indent=2) + "\n")
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    extra = {"adapter": model.tuneline_adapter} if method == "adapter" else {}
+    return save_finetuned(model, tokenizer, out_dir, {**(meta or {}), **extra, "method": method})
 
 
 def load_sft_model(path: str | Path, base_dir: str | Path | None = None) -> tuple[nn.Module, Any]:
