@@ -186,6 +186,15 @@ def _inputs(batch) -> dict[str, torch.Tensor]:
     return batch.inputs if hasattr(batch, "inputs") else batch
 
 
+MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
+def response_logits(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits aligned with inputs["input_ids"]: prompt tuning / p-tuning prepend virtual tokens, dropped here."""
+    logits = model(**{k: v for k, v in inputs.items() if k in MODEL_INPUTS}, use_cache=False).logits
+    return logits[:, -inputs["input_ids"].shape[1]:]
+
+
 def causal_lm_loss(model, batch) -> torch.Tensor:
     """Mean next-token cross-entropy over the response tokens (labels != IGNORE).
 
@@ -194,9 +203,7 @@ def causal_lm_loss(model, batch) -> torch.Tensor:
     here (token t predicts label t+1), and a label whose position starts a packed example is
     never predicted from the previous example because labels there belong to that example's prompt."""
     x = _inputs(batch)
-    model_inputs = {k: v for k, v in x.items() if k in ("input_ids", "attention_mask", "position_ids")}
-    logits = model(**model_inputs).logits
-    return token_nll(logits, x["labels"]).mean()
+    return token_nll(response_logits(model, x), x["labels"]).mean()
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -208,15 +215,20 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def perplexity(model, batches) -> float:
-    """exp(mean NLL over all response tokens of `batches`) (token-weighted, not batch-weighted)."""
+def response_nll_sum(model, batches) -> tuple[float, int]:
+    """(summed NLL, token count) over every response token of `batches` (collated dicts)."""
     total, count = 0.0, 0
     for b in batches:
         x = _inputs(b)
-        logits = model(**{k: v for k, v in x.items() if k != "labels"}).logits
-        nll = token_nll(logits, x["labels"])
-        total += float(nll.sum())
+        nll = token_nll(response_logits(model, x), x["labels"])
+        total += float(nll.double().sum())
         count += nll.numel()
+    return total, count
+
+
+def perplexity(model, batches) -> float:
+    """exp(mean NLL over all response tokens of `batches`) (token-weighted, not batch-weighted)."""
+    total, count = response_nll_sum(model, batches)
     return math.exp(total / count) if count else float("nan")
 
 

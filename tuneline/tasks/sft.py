@@ -41,8 +41,9 @@ import torch
 from torch import nn
 
 from tuneline.data.conversations import PROMPT_TOO_LONG, Example, Reject
-from tuneline.tasks.generation import (IGNORE, PromptTooLong, TokenizedExample, collate, collate_packed, pack,
-                                       token_nll, tokenize_example)
+from tuneline.tasks.generation import (IGNORE, PromptTooLong, TokenizedExample, causal_lm_loss, collate,
+                                       collate_packed, pack, response_logits, response_nll_sum,
+                                       tokenize_example)  # response_logits: re-exported
 from tuneline.train import adapters
 from tuneline.train.loop import Batch, LoopResult, LoopSettings, train
 from tuneline.train.models import ADAPTER_DIR, HOULSBY_CONFIG, HOULSBY_WEIGHTS, MERGEABLE, META_FILE, save_finetuned
@@ -239,19 +240,8 @@ def tokenize_examples(tokenizer, examples: Sequence[Example], max_length: int,
 
 
 # --------------------------------------------------------------------------- loss and validation
-MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
-
-
-def response_logits(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits aligned with inputs["input_ids"]: prompt tuning / p-tuning prepend virtual tokens, dropped here."""
-    logits = model(**{k: v for k, v in inputs.items() if k in MODEL_INPUTS}, use_cache=False).logits
-    return logits[:, -inputs["input_ids"].shape[1]:]
-
-
-def sft_loss(model: nn.Module, batch: Batch | dict) -> torch.Tensor:
-    """The loop's loss: mean next-token NLL over the response tokens of the batch."""
-    x = batch.inputs if hasattr(batch, "inputs") else batch
-    return token_nll(response_logits(model, x), x["labels"]).mean()
+sft_loss = causal_lm_loss
+"""The loop's loss: mean next-token NLL over the response tokens of the batch (tasks/generation.py)."""
 
 
 @torch.no_grad()
@@ -262,16 +252,11 @@ def response_nll(model: nn.Module, data: SFTData, batch_size: int = 16,
     order = np.argsort(data.lengths, kind="stable")
     was = model.training
     model.eval()
-    total, count = 0.0, 0
     try:
-        for start in range(0, len(order), batch_size):
-            x = {k: v.to(dev) for k, v in data.batch(order[start:start + batch_size], 8).items()}
-            nll = token_nll(response_logits(model, x), x["labels"])
-            total += float(nll.double().sum())
-            count += nll.numel()
+        return response_nll_sum(model, ({k: v.to(dev) for k, v in data.batch(order[s:s + batch_size], 8).items()}
+                                        for s in range(0, len(order), batch_size)))
     finally:
         model.train(was)
-    return total, count
 
 
 def validation_metrics(model: nn.Module, data: SFTData, batch_size: int = 16) -> dict:
