@@ -110,6 +110,15 @@ def census_first_names() -> frozenset[str]:
     return frozenset(n.lower() for n in (*US.first_names, *GB.first_names) if len(n) >= 3)
 
 
+@lru_cache(maxsize=1)
+def census_surnames() -> frozenset[str]:
+    """faker's en_US and en_GB last names (the surnames a name-in-context rule may take after a first name)."""
+    from faker.providers.person.en_GB import Provider as GB
+    from faker.providers.person.en_US import Provider as US
+
+    return frozenset(n.lower() for n in (*US.last_names, *GB.last_names))
+
+
 @lru_cache(maxsize=65536)
 def zipf(word: str) -> float:
     """wordfreq's Zipf frequency of `word` in English (0 for unknown words)."""

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 
 from tuneline.data.pii.addresses import address_recognizer
 from tuneline.data.pii.addresses import LO, UP
-from tuneline.data.pii.lexicon import big_places, common_word, first_names, places
+from tuneline.data.pii.lexicon import (big_places, census_first_names, census_surnames, common_word, first_names,
+                                       places)
 from tuneline.data.pii.names import name_recognizer
 from tuneline.params import DEFAULT_ID_PATTERNS
 
@@ -240,21 +241,6 @@ def _city_like(name: str, cities: frozenset[str]) -> bool:
     return bool(_TOWN_PREFIX.match(name) and " " in name or _TOWN_END.search(low) and len(low) >= 6)
 
 
-class _FirstNames:
-    """First names from faker's en_US (US census) and en_GB (ONS) person providers, lowercased."""
-
-    _names: frozenset[str] | None = None
-
-    @classmethod
-    def names(cls) -> frozenset[str]:
-        if cls._names is None:
-            from faker.providers.person.en_GB import Provider as GB
-            from faker.providers.person.en_US import Provider as US
-
-            cls._names = frozenset(n.lower() for n in (*US.first_names, *GB.first_names) if len(n) >= 3)
-        return cls._names
-
-
 # capitalised words that follow a first name without being a surname ("Grace Street", "May Monday")
 _NOT_SURNAMES = frozenset("""street road lane avenue drive close court way place hill park the and or but for
 monday tuesday wednesday thursday friday saturday sunday january february march april may june july
@@ -276,14 +262,14 @@ def name_list_recognizer():
             pass
 
         def analyze(self, text, entities, nlp_artifacts=None):
-            names = _FirstNames.names()
+            names = census_first_names()
             out = []
 
             def add(start, end):
                 out.append(RecognizerResult("PERSON", start, end, 0.6, recognition_metadata={
                     RecognizerResult.RECOGNIZER_NAME_KEY: self.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
 
-            surnames = _Surnames.names()
+            surnames = census_surnames()
             for m in pair.finditer(text):
                 if (m.group(1).lower() in names or (m.group(2).lower() in surnames and not common_word(m.group(2).lower())
                                                     and m.group(1).lower() not in _NOT_NAME_WORDS)) and m.group(2).lower() not in _NOT_SURNAMES \
@@ -295,7 +281,7 @@ def name_list_recognizer():
             for m in intro.finditer(text):
                 if m.group(1) in names:
                     last = m.group(2)
-                    end = m.end(2) if last and last.strip() in _Surnames.names() else m.end(1)
+                    end = m.end(2) if last and last.strip() in census_surnames() else m.end(1)
                     add(m.start(1), end)
             return out
 
@@ -344,19 +330,6 @@ def name_cue_recognizer():
             return out
 
     return NameCueRecognizer(supported_entities=["PERSON"], name="TunelineNameCueRecognizer")
-
-
-class _Surnames:
-    _names: frozenset[str] | None = None
-
-    @classmethod
-    def names(cls) -> frozenset[str]:
-        if cls._names is None:
-            from faker.providers.person.en_GB import Provider as GB
-            from faker.providers.person.en_US import Provider as US
-
-            cls._names = frozenset(n.lower() for n in (*US.last_names, *GB.last_names))
-        return cls._names
 
 
 FALLBACK_ID = "REFERENCE_ID"
