@@ -236,12 +236,9 @@ def perplexity(model, batches) -> float:
 # distinct_n and response_lengths live in tuneline.evaluate.generation_eval (imported above).
 
 
-GENERATION_SCORES_MODULE = Path(__file__).resolve().parents[1] / "evaluate" / "metric_modules" / "generation_scores"
-
-
 def generation_scores(predictions: list[str], references: list[str], use_stemmer: bool = False) -> dict:
-    """ROUGE-1/2/L, BLEU, chrF through our local `evaluate` module (offline)."""
-    import evaluate  # ~6 s to import: only when metrics are computed
+    """ROUGE-1/2/L, BLEU, chrF through our local `evaluate` module (offline, tuneline.evaluate.metrics)."""
+    from tuneline.evaluate.metrics import load_metric
 
-    return evaluate.load(str(GENERATION_SCORES_MODULE)).compute(
-        predictions=predictions, references=references, use_stemmer=use_stemmer)
+    return load_metric("generation_scores").compute(predictions=predictions, references=references,
+                                                    use_stemmer=use_stemmer)
